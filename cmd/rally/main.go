@@ -1,0 +1,194 @@
+// Command rally is the Rally game backend: `rally serve` runs it, `rally
+// bench` measures it, `rally config print` shows what it would run with.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/rallyhq/rally/bench"
+	"github.com/rallyhq/rally/internal/buildinfo"
+	"github.com/rallyhq/rally/internal/config"
+	"github.com/rallyhq/rally/internal/server"
+	"github.com/rallyhq/rally/internal/telemetry"
+)
+
+// exitError carries a process exit code up to main.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e exitError) Error() string { return e.err.Error() }
+
+func main() {
+	root := &cobra.Command{
+		Use:           "rally",
+		Short:         "Rally: a cloud-native game backend",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(serveCmd(), configCmd(), versionCmd(), benchCmd())
+	if err := root.Execute(); err != nil {
+		fmt.Fprintf(os.Stderr, "rally: %v\n", err)
+		var ee exitError
+		if errors.As(err, &ee) {
+			os.Exit(ee.code)
+		}
+		os.Exit(1)
+	}
+}
+
+func serveCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the Rally server (embedded NATS and store unless configured otherwise)",
+		Args:  cobra.NoArgs,
+	}
+	config.AddFlags(cmd.Flags())
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		res, err := config.Load(cmd.Flags(), os.Environ())
+		if err != nil {
+			return exitError{2, err}
+		}
+		return serve(res)
+	}
+	return cmd
+}
+
+// serve runs until SIGINT or SIGTERM, then drains within the shutdown
+// timeout. A second signal exits at once.
+func serve(res *config.Result) error {
+	cfg := res.Config
+	log := telemetry.NewLogger(os.Stderr, cfg.Log.Format, cfg.Log.Level)
+	for _, w := range res.Warnings {
+		log.Warn(w)
+	}
+	if res.File != "" {
+		log.Info("config loaded", "file", res.File)
+	}
+
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	startErr := make(chan error, 1)
+	srv := server.New(cfg, log)
+	go func() { startErr <- srv.Start(ctx) }()
+
+	var cause string
+	select {
+	case err := <-startErr:
+		if err != nil {
+			return exitError{1, err}
+		}
+		select {
+		case sig := <-sigs:
+			cause = sig.String()
+		case err := <-srv.Err():
+			log.Error("serving failed", "err", err)
+			cause = "error"
+		}
+	case sig := <-sigs:
+		// A signal during start-up: cancel it, then drain what started.
+		cancel()
+		cause = sig.String()
+		<-startErr
+	}
+
+	log.Info("shutting down", "cause", cause, "timeout", cfg.Shutdown.Timeout)
+	go func() {
+		sig := <-sigs
+		log.Warn("second signal: exiting now", "signal", sig.String())
+		os.Exit(130)
+	}()
+	shutdownCtx, stop := context.WithTimeout(context.Background(), cfg.Shutdown.Timeout)
+	defer stop()
+	start := time.Now()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		log.Error("shutdown incomplete", "err", err, "took", time.Since(start))
+		return exitError{1, fmt.Errorf("shutdown: %w", err)}
+	}
+	log.Info("stopped", "took", time.Since(start))
+	if cause == "error" {
+		return exitError{1, errors.New("stopped after a serving error")}
+	}
+	return nil
+}
+
+func configCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "config", Short: "Inspect configuration"}
+	printCmd := &cobra.Command{
+		Use:   "print",
+		Short: "Print the effective configuration (defaults < file < env < flags)",
+		Args:  cobra.NoArgs,
+	}
+	config.AddFlags(printCmd.Flags())
+	printCmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		res, err := config.Load(cmd.Flags(), os.Environ())
+		if err != nil {
+			return exitError{2, err}
+		}
+		for _, w := range res.Warnings {
+			fmt.Fprintln(os.Stderr, "warning:", w)
+		}
+		out, err := res.YAML()
+		if err != nil {
+			return err
+		}
+		_, err = os.Stdout.Write(out)
+		return err
+	}
+	cmd.AddCommand(printCmd)
+	return cmd
+}
+
+func versionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		Run: func(*cobra.Command, []string) {
+			i := buildinfo.Get()
+			fmt.Printf("rally %s (commit %s, built %s, %s)\n", i.Version, i.Commit, i.Date, i.GoVersion)
+		},
+	}
+}
+
+func benchCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "bench", Short: "Run load and start-up scenarios"}
+	cold := &cobra.Command{
+		Use:   "coldstart",
+		Short: "Start the rally binary N times with fresh data dirs; report exec-to-ready latency",
+		Args:  cobra.NoArgs,
+	}
+	var opts bench.ColdstartOptions
+	cold.Flags().IntVar(&opts.Runs, "runs", 30, "number of starts")
+	cold.Flags().StringVar(&opts.Binary, "binary", "", "rally binary to start (default: this one)")
+	cold.Flags().StringVar(&opts.JSONFile, "json", "", "also write the result as JSON to this file")
+	cold.Flags().DurationVar(&opts.Timeout, "timeout", 10*time.Second, "give up on a start after this long")
+	cold.RunE = func(cmd *cobra.Command, _ []string) error {
+		if opts.Binary == "" {
+			exe, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			opts.Binary = exe
+		}
+		res, err := bench.Coldstart(cmd.Context(), opts)
+		if err != nil {
+			return err
+		}
+		res.WriteTable(os.Stdout)
+		return nil
+	}
+	cmd.AddCommand(cold)
+	return cmd
+}

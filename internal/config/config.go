@@ -1,0 +1,436 @@
+// Package config loads Rally's configuration from defaults, a YAML file, the
+// environment and command-line flags (in rising precedence), and rejects
+// unknown keys and bad values before anything is started or created.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/knadh/koanf/parsers/yaml"
+	"github.com/knadh/koanf/providers/confmap"
+	"github.com/knadh/koanf/providers/file"
+	"github.com/knadh/koanf/v2"
+	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
+)
+
+// Config is the effective configuration of one Rally process.
+type Config struct {
+	// DataDir holds everything Rally keeps on disk: the store and, when NATS is
+	// embedded, the JetStream files.
+	DataDir string `koanf:"data_dir"`
+	// Dev relaxes production safeguards (for example default signing keys).
+	Dev bool `koanf:"dev"`
+	// ListenAll binds every loopback listener on all interfaces instead, for
+	// containers.
+	ListenAll bool `koanf:"listen_all"`
+
+	Log       Log       `koanf:"log"`
+	HTTP      Listener  `koanf:"http"`
+	GRPC      Listener  `koanf:"grpc"`
+	NATS      NATS      `koanf:"nats"`
+	Store     Store     `koanf:"store"`
+	Telemetry Telemetry `koanf:"telemetry"`
+	Shutdown  Shutdown  `koanf:"shutdown"`
+}
+
+// Log selects the log encoding and level.
+type Log struct {
+	Format string `koanf:"format"` // auto, text or json
+	Level  string `koanf:"level"`  // debug, info, warn or error
+}
+
+// Listener is a TCP listen address.
+type Listener struct {
+	Addr string `koanf:"addr"`
+}
+
+// NATS selects between the embedded NATS server and an external one.
+type NATS struct {
+	// URL of an external NATS server or cluster (comma-separated). Empty runs
+	// NATS embedded in the process.
+	URL string `koanf:"url"`
+	// Addr is the embedded server's client listener; "off" allows in-process
+	// connections only.
+	Addr string `koanf:"addr"`
+	// SyncAlways makes the embedded JetStream fsync every write, so that an
+	// acknowledged message survives power loss, not only a process crash.
+	SyncAlways bool `koanf:"sync_always"`
+	// ConnectTimeout bounds how long start-up waits for NATS.
+	ConnectTimeout time.Duration `koanf:"connect_timeout"`
+}
+
+// Store selects the durable store.
+type Store struct {
+	Driver string `koanf:"driver"` // bolt
+}
+
+// Telemetry configures tracing.
+type Telemetry struct {
+	ServiceName string `koanf:"service_name"`
+	// OTLPEndpoint is a host:port of an OTLP/gRPC receiver; empty turns trace
+	// export off.
+	OTLPEndpoint string  `koanf:"otlp_endpoint"`
+	OTLPInsecure bool    `koanf:"otlp_insecure"`
+	SampleRatio  float64 `koanf:"sample_ratio"`
+}
+
+// Shutdown bounds the drain on SIGTERM.
+type Shutdown struct {
+	// DrainDelay is how long /readyz reports not-ready before listeners close,
+	// so load balancers stop sending new work first.
+	DrainDelay time.Duration `koanf:"drain_delay"`
+	// Timeout bounds the whole drain; past it the process exits anyway.
+	Timeout time.Duration `koanf:"timeout"`
+}
+
+// defaults is the one place default values live. Its keys are also the set
+// of known keys: anything else in a file is rejected.
+var defaults = map[string]any{
+	"data_dir":                "rally-data",
+	"dev":                     false,
+	"listen_all":              false,
+	"log.format":              "auto",
+	"log.level":               "info",
+	"http.addr":               "127.0.0.1:7350",
+	"grpc.addr":               "127.0.0.1:7349",
+	"nats.url":                "",
+	"nats.addr":               "127.0.0.1:4222",
+	"nats.sync_always":        false,
+	"nats.connect_timeout":    "10s",
+	"store.driver":            "bolt",
+	"telemetry.service_name":  "rally",
+	"telemetry.otlp_endpoint": "",
+	"telemetry.otlp_insecure": false,
+	"telemetry.sample_ratio":  1.0,
+	"shutdown.drain_delay":    "0s",
+	"shutdown.timeout":        "15s",
+}
+
+// flagKeys maps each command-line flag to the key it sets.
+var flagKeys = map[string]string{
+	"data-dir":      "data_dir",
+	"dev":           "dev",
+	"listen-all":    "listen_all",
+	"log-format":    "log.format",
+	"log-level":     "log.level",
+	"http-addr":     "http.addr",
+	"grpc-addr":     "grpc.addr",
+	"nats-addr":     "nats.addr",
+	"nats-url":      "nats.url",
+	"otlp-endpoint": "telemetry.otlp_endpoint",
+}
+
+// EnvPrefix starts every environment variable Rally reads.
+const EnvPrefix = "RALLY_"
+
+// EnvConfigFile names the config file when --config is not given.
+const EnvConfigFile = EnvPrefix + "CONFIG"
+
+// EnvName returns the environment variable that sets key, e.g. "http.addr"
+// is RALLY_HTTP_ADDR.
+func EnvName(key string) string {
+	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
+// AddFlags registers Rally's configuration flags on fs.
+func AddFlags(fs *pflag.FlagSet) {
+	fs.String("config", "", "YAML config file (env "+EnvConfigFile+")")
+	fs.String("data-dir", "", "directory for durable data (default "+defaults["data_dir"].(string)+")")
+	fs.Bool("dev", false, "development mode: relaxes production safeguards")
+	fs.Bool("listen-all", false, "bind listeners on all interfaces (containers)")
+	fs.String("log-format", "", "log format: auto, text or json")
+	fs.String("log-level", "", "log level: debug, info, warn or error")
+	fs.String("http-addr", "", "HTTP listen address (default "+defaults["http.addr"].(string)+")")
+	fs.String("grpc-addr", "", "gRPC listen address (default "+defaults["grpc.addr"].(string)+")")
+	fs.String("nats-addr", "", "embedded NATS client listener, or off (default "+defaults["nats.addr"].(string)+")")
+	fs.String("nats-url", "", "external NATS URL(s); empty runs NATS embedded")
+	fs.String("otlp-endpoint", "", "OTLP/gRPC trace receiver host:port; empty turns export off")
+}
+
+// Result is a loaded configuration with what was noticed on the way.
+type Result struct {
+	Config Config
+	// File is the config file read, if any.
+	File string
+	// Warnings are problems that do not stop start-up, such as an unknown
+	// RALLY_ environment variable.
+	Warnings []string
+
+	k *koanf.Koanf
+}
+
+// YAML renders the effective configuration.
+func (r *Result) YAML() ([]byte, error) {
+	return r.k.Marshal(yaml.Parser())
+}
+
+// Load builds the configuration: defaults, then the file (from --config or
+// RALLY_CONFIG), then RALLY_ environment variables, then flags that were set
+// explicitly. environ is usually os.Environ(). It creates nothing on disk.
+func Load(fs *pflag.FlagSet, environ []string) (*Result, error) {
+	k := koanf.New(".")
+	if err := k.Load(confmap.Provider(defaults, "."), nil); err != nil {
+		return nil, fmt.Errorf("config: defaults: %w", err)
+	}
+	res := &Result{k: k}
+	env := map[string]string{}
+	for _, kv := range environ {
+		name, value, ok := strings.Cut(kv, "=")
+		if ok && strings.HasPrefix(name, EnvPrefix) {
+			env[name] = value
+		}
+	}
+
+	res.File = env[EnvConfigFile]
+	if fs != nil {
+		if f := fs.Lookup("config"); f != nil && f.Changed {
+			res.File = f.Value.String()
+		}
+	}
+	if res.File != "" {
+		if err := loadFile(k, res.File); err != nil {
+			return nil, err
+		}
+	}
+
+	known := map[string]bool{EnvConfigFile: true}
+	for key := range defaults {
+		name := EnvName(key)
+		known[name] = true
+		if v, ok := env[name]; ok {
+			if err := k.Set(key, v); err != nil {
+				return nil, fmt.Errorf("config: %s: %w", name, err)
+			}
+		}
+	}
+	for _, name := range sortedKeys(env) {
+		// RALLY_TEST_ variables belong to the test suite, not the server.
+		if !known[name] && !strings.HasPrefix(name, EnvPrefix+"TEST_") {
+			res.Warnings = append(res.Warnings, fmt.Sprintf("unknown environment variable %s ignored", name))
+		}
+	}
+
+	if fs != nil {
+		var setErr error
+		fs.Visit(func(f *pflag.Flag) {
+			if key, ok := flagKeys[f.Name]; ok && setErr == nil {
+				setErr = k.Set(key, f.Value.String())
+			}
+		})
+		if setErr != nil {
+			return nil, fmt.Errorf("config: flags: %w", setErr)
+		}
+	}
+
+	if err := k.Unmarshal("", &res.Config); err != nil {
+		return nil, fmt.Errorf("config: %s", oneLine(err.Error()))
+	}
+	if err := res.Config.Validate(); err != nil {
+		return nil, err
+	}
+	if res.Config.ListenAll {
+		for _, key := range []string{"http.addr", "grpc.addr", "nats.addr"} {
+			if addr := k.String(key); addr != "off" {
+				_ = k.Set(key, allInterfaces(addr))
+			}
+		}
+		if err := k.Unmarshal("", &res.Config); err != nil {
+			return nil, fmt.Errorf("config: %s", oneLine(err.Error()))
+		}
+	}
+	return res, nil
+}
+
+// Default returns the configuration with every key at its default.
+func Default() Config {
+	res, err := Load(nil, nil)
+	if err != nil {
+		panic(err) // the compiled-in defaults are tested to be valid
+	}
+	return res.Config
+}
+
+func loadFile(k *koanf.Koanf, path string) error {
+	fk := koanf.New(".")
+	if err := fk.Load(file.Provider(path), yaml.Parser()); err != nil {
+		return fmt.Errorf("config: %s: %s", path, oneLine(err.Error()))
+	}
+	for _, key := range fk.Keys() {
+		if _, ok := defaults[key]; !ok {
+			return fmt.Errorf("config: unknown key %q in %s", key, path)
+		}
+	}
+	return k.Merge(fk)
+}
+
+// Validate checks every value and that the data directory can be used,
+// without creating anything. The error names the offending key.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key string, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("config: %s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	if !oneOf(c.Log.Format, "auto", "text", "json") {
+		bad("log.format", "%q is not one of auto, text, json", c.Log.Format)
+	}
+	if !oneOf(c.Log.Level, "debug", "info", "warn", "error") {
+		bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	if err := checkAddr(c.HTTP.Addr); err != nil {
+		bad("http.addr", "%v", err)
+	}
+	if err := checkAddr(c.GRPC.Addr); err != nil {
+		bad("grpc.addr", "%v", err)
+	}
+	if c.NATS.Addr != "off" {
+		if err := checkAddr(c.NATS.Addr); err != nil {
+			bad("nats.addr", "%v (or off)", err)
+		}
+	}
+	if c.NATS.URL != "" {
+		for _, u := range strings.Split(c.NATS.URL, ",") {
+			if err := checkNATSURL(strings.TrimSpace(u)); err != nil {
+				bad("nats.url", "%v", err)
+			}
+		}
+	}
+	if c.NATS.ConnectTimeout <= 0 {
+		bad("nats.connect_timeout", "must be positive, got %s", c.NATS.ConnectTimeout)
+	}
+	if !oneOf(c.Store.Driver, "bolt") {
+		bad("store.driver", "%q is not one of bolt", c.Store.Driver)
+	}
+	if c.Telemetry.ServiceName == "" {
+		bad("telemetry.service_name", "must not be empty")
+	}
+	if c.Telemetry.OTLPEndpoint != "" {
+		if _, _, err := net.SplitHostPort(c.Telemetry.OTLPEndpoint); err != nil {
+			bad("telemetry.otlp_endpoint", "want host:port, got %q", c.Telemetry.OTLPEndpoint)
+		}
+	}
+	if c.Telemetry.SampleRatio < 0 || c.Telemetry.SampleRatio > 1 {
+		bad("telemetry.sample_ratio", "must be within [0, 1], got %v", c.Telemetry.SampleRatio)
+	}
+	if c.Shutdown.DrainDelay < 0 {
+		bad("shutdown.drain_delay", "must not be negative, got %s", c.Shutdown.DrainDelay)
+	}
+	if c.Shutdown.Timeout <= 0 {
+		bad("shutdown.timeout", "must be positive, got %s", c.Shutdown.Timeout)
+	}
+	if err := checkDataDir(c.DataDir); err != nil {
+		bad("data_dir", "%v", err)
+	}
+	if len(errs) > 0 {
+		// The first problem is reported alone: one clear line beats a list.
+		return errs[0]
+	}
+	return nil
+}
+
+func checkAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("want host:port, got %q", addr)
+	}
+	if host != "" && host != "localhost" && net.ParseIP(host) == nil {
+		return fmt.Errorf("host %q is not an IP address or localhost", host)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("port %q is not a number in 0-65535", port)
+	}
+	return nil
+}
+
+func checkNATSURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("%q is not a URL like nats://host:4222", raw)
+	}
+	if !oneOf(u.Scheme, "nats", "tls", "ws", "wss") {
+		return fmt.Errorf("%q: scheme must be nats, tls, ws or wss", raw)
+	}
+	return nil
+}
+
+// checkDataDir accepts an existing writable directory, or a path whose
+// nearest existing ancestor is a writable directory (it is created later).
+func checkDataDir(dir string) error {
+	if dir == "" {
+		return errors.New("must not be empty")
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	for p := abs; ; p = filepath.Dir(p) {
+		fi, err := os.Stat(p)
+		switch {
+		case err == nil && !fi.IsDir():
+			return fmt.Errorf("%s is not a directory", p)
+		case err == nil:
+			if unix.Access(p, unix.W_OK|unix.X_OK) != nil {
+				return fmt.Errorf("%s is not writable", p)
+			}
+			if p == abs && unix.Access(p, unix.R_OK) != nil {
+				return fmt.Errorf("%s is not readable", p)
+			}
+			return nil
+		case !errors.Is(err, os.ErrNotExist):
+			return fmt.Errorf("%s: %v", p, unwrapPathError(err))
+		}
+		if filepath.Dir(p) == p {
+			return fmt.Errorf("no existing parent of %s", abs)
+		}
+	}
+}
+
+func unwrapPathError(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// allInterfaces rewrites a loopback host to the unspecified address.
+func allInterfaces(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+		return net.JoinHostPort("0.0.0.0", port)
+	}
+	return addr
+}
+
+func oneOf(v string, allowed ...string) bool {
+	for _, a := range allowed {
+		if v == a {
+			return true
+		}
+	}
+	return false
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

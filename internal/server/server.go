@@ -1,0 +1,275 @@
+// Package server is Rally's composition root: from the configuration it
+// picks and starts each part in order (listeners, store, NATS, domains) and
+// stops them in reverse. It wires; the parts do the work.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/rallyhq/rally/internal/buildinfo"
+	"github.com/rallyhq/rally/internal/bus"
+	"github.com/rallyhq/rally/internal/config"
+	rallyhealth "github.com/rallyhq/rally/internal/health"
+	"github.com/rallyhq/rally/internal/node"
+	"github.com/rallyhq/rally/internal/store"
+	"github.com/rallyhq/rally/internal/telemetry"
+)
+
+// Server is one running Rally process.
+type Server struct {
+	cfg    config.Config
+	log    *slog.Logger
+	health *rallyhealth.Checker
+	// Registry is the Prometheus registry every domain registers into.
+	Registry *prometheus.Registry
+
+	httpLn, grpcLn net.Listener
+	grpcHealth     *health.Server
+	bus            *bus.Bus
+	store          store.Store
+	nodeID         string
+
+	// stops run in reverse order on shutdown; each part appends its own as
+	// it starts, so a failed start unwinds exactly what began.
+	stops []stop
+	errc  chan error
+}
+
+type stop struct {
+	name string
+	fn   func(ctx context.Context) error
+}
+
+// Addrs are the addresses the process actually listens on.
+type Addrs struct {
+	HTTP, GRPC string
+	NATS       string // empty when NATS is external or its listener is off
+}
+
+// New returns a server for cfg; Start runs it.
+func New(cfg config.Config, log *slog.Logger) *Server {
+	return &Server{
+		cfg:      cfg,
+		log:      log,
+		health:   rallyhealth.NewChecker(2 * time.Second),
+		Registry: telemetry.NewRegistry(buildinfo.Get()),
+		errc:     make(chan error, 4),
+	}
+}
+
+// Start brings the process up. Listeners are bound first, so a busy port
+// fails start-up before anything is created on disk. On error, whatever had
+// started is stopped again.
+func (s *Server) Start(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil {
+			stopCtx, cancel := context.WithTimeout(context.Background(), s.cfg.Shutdown.Timeout)
+			defer cancel()
+			s.runStops(stopCtx)
+		}
+	}()
+	if s.httpLn, err = listen("http", s.cfg.HTTP.Addr); err != nil {
+		return err
+	}
+	if s.grpcLn, err = listen("grpc", s.cfg.GRPC.Addr); err != nil {
+		_ = s.httpLn.Close()
+		return err
+	}
+
+	s.log.Info("listening", "http", s.httpLn.Addr().String(), "grpc", s.grpcLn.Addr().String())
+
+	tracing, err := telemetry.NewTracerProvider(telemetry.TraceOptions{
+		ServiceName:  s.cfg.Telemetry.ServiceName,
+		OTLPEndpoint: s.cfg.Telemetry.OTLPEndpoint,
+		OTLPInsecure: s.cfg.Telemetry.OTLPInsecure,
+		SampleRatio:  s.cfg.Telemetry.SampleRatio,
+	}, buildinfo.Get())
+	if err != nil {
+		return err
+	}
+	otel.SetTracerProvider(tracing.Provider)
+	otel.SetTextMapPropagator(telemetry.Propagator())
+	s.onStop("tracing", tracing.Shutdown)
+
+	// HTTP serves from here on so /healthz answers during start-up;
+	// /readyz stays 503 until Started.
+	mux := http.NewServeMux()
+	s.startHTTP(mux)
+
+	if s.store, err = openStore(s.cfg); err != nil {
+		return err
+	}
+	s.onStop("store", func(context.Context) error { return s.store.Close() })
+	s.health.Add("store", s.store.Ping)
+
+	s.bus, err = bus.Open(ctx, bus.Options{
+		URL:            s.cfg.NATS.URL,
+		ListenAddr:     s.cfg.NATS.Addr,
+		StoreDir:       filepath.Join(s.cfg.DataDir, "jetstream"),
+		SyncAlways:     s.cfg.NATS.SyncAlways,
+		ConnectTimeout: s.cfg.NATS.ConnectTimeout,
+		Name:           "rally",
+		Logger:         s.log,
+	})
+	if err != nil {
+		return err
+	}
+	s.onStop("nats", s.bus.Close)
+	s.health.Add("nats", s.bus.Ping)
+
+	if s.nodeID, err = node.ID(ctx, s.store); err != nil {
+		return err
+	}
+	mux.Handle("GET /version", buildinfo.Handler(map[string]string{"node_id": s.nodeID}))
+
+	s.startGRPC()
+	s.health.Started()
+	s.grpcHealth.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	a := s.Addrs()
+	s.log.Info("rally ready", "http", a.HTTP, "grpc", a.GRPC, "nats", a.NATS,
+		"nats_embedded", s.bus.Embedded(), "node_id", s.nodeID, "data_dir", s.cfg.DataDir,
+		"version", buildinfo.Get().Version)
+	return nil
+}
+
+func listen(name, addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		var opErr *net.OpError
+		if errors.As(err, &opErr) && opErr.Err != nil {
+			err = opErr.Err
+		}
+		return nil, fmt.Errorf("%s listen %s: %v", name, addr, err)
+	}
+	return ln, nil
+}
+
+func openStore(cfg config.Config) (store.Store, error) {
+	switch cfg.Store.Driver {
+	case "bolt":
+		return store.OpenBolt(filepath.Join(cfg.DataDir, "rally.db"))
+	default:
+		return nil, fmt.Errorf("store: unknown driver %q", cfg.Store.Driver)
+	}
+}
+
+func (s *Server) startHTTP(mux *http.ServeMux) {
+	mux.Handle("GET /healthz", s.health.LiveHandler())
+	mux.Handle("GET /readyz", s.health.ReadyHandler())
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{
+		Registry: s.Registry, EnableOpenMetrics: true,
+	}))
+	probes := map[string]bool{"/healthz": true, "/readyz": true, "/metrics": true}
+	handler := otelhttp.NewHandler(mux, "http",
+		otelhttp.WithFilter(func(r *http.Request) bool { return !probes[r.URL.Path] }),
+		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " " + r.URL.Path }),
+	)
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	go func() {
+		if err := srv.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.errc <- fmt.Errorf("http: %w", err)
+		}
+	}()
+	s.onStop("http", srv.Shutdown)
+}
+
+func (s *Server) startGRPC() {
+	srv := grpc.NewServer(
+		grpc.StatsHandler(otelgrpc.NewServerHandler()),
+		grpc.MaxRecvMsgSize(4<<20),
+	)
+	s.grpcHealth = health.NewServer()
+	healthpb.RegisterHealthServer(srv, s.grpcHealth)
+	reflection.Register(srv)
+	go func() {
+		if err := srv.Serve(s.grpcLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			s.errc <- fmt.Errorf("grpc: %w", err)
+		}
+	}()
+	s.onStop("grpc", func(ctx context.Context) error {
+		done := make(chan struct{})
+		go func() { srv.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+			return nil
+		case <-ctx.Done():
+			srv.Stop()
+			<-done
+			return ctx.Err()
+		}
+	})
+}
+
+func (s *Server) onStop(name string, fn func(context.Context) error) {
+	s.stops = append(s.stops, stop{name, fn})
+}
+
+// Addrs returns the bound addresses; valid after Start.
+func (s *Server) Addrs() Addrs {
+	a := Addrs{HTTP: s.httpLn.Addr().String(), GRPC: s.grpcLn.Addr().String()}
+	if s.bus != nil {
+		a.NATS = s.bus.ListenAddr()
+	}
+	return a
+}
+
+// Bus returns the NATS connection; valid after Start.
+func (s *Server) Bus() *bus.Bus { return s.bus }
+
+// Err delivers a fatal error from a serving part; the caller should shut
+// down.
+func (s *Server) Err() <-chan error { return s.errc }
+
+// Shutdown drains: readiness goes false first, then, after the configured
+// drain delay, the parts stop in reverse start order. It returns when all
+// have stopped or ctx expires.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.health.Drain()
+	if s.grpcHealth != nil {
+		s.grpcHealth.Shutdown() // every service NOT_SERVING
+	}
+	s.log.Info("draining", "delay", s.cfg.Shutdown.DrainDelay)
+	if d := s.cfg.Shutdown.DrainDelay; d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+	}
+	return s.runStops(ctx)
+}
+
+func (s *Server) runStops(ctx context.Context) error {
+	var errs []error
+	for i := len(s.stops) - 1; i >= 0; i-- {
+		st := s.stops[i]
+		if err := st.fn(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stop %s: %w", st.name, err))
+		}
+	}
+	s.stops = nil
+	return errors.Join(errs...)
+}
