@@ -67,12 +67,12 @@ log:
 	}
 	c := res.Config
 	checks := map[string][2]string{
-		"http.addr (file)":    {c.HTTP.Addr, "127.0.0.1:1001"},
-		"grpc.addr (env)":     {c.GRPC.Addr, "127.0.0.1:2002"},
-		"nats.addr (flag)":    {c.NATS.Addr, "off"},
-		"log.level (file)":    {c.Log.Level, "warn"},
+		"http.addr (file)":     {c.HTTP.Addr, "127.0.0.1:1001"},
+		"grpc.addr (env)":      {c.GRPC.Addr, "127.0.0.1:2002"},
+		"nats.addr (flag)":     {c.NATS.Addr, "off"},
+		"log.level (file)":     {c.Log.Level, "warn"},
 		"log.format (default)": {c.Log.Format, "auto"},
-		"data_dir (env)":      {c.DataDir, dir},
+		"data_dir (env)":       {c.DataDir, dir},
 	}
 	for name, got := range checks {
 		if got[0] != got[1] {
