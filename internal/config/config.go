@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -233,7 +234,7 @@ func Load(fs *pflag.FlagSet, environ []string) (*Result, error) {
 	}
 
 	if err := k.Unmarshal("", &res.Config); err != nil {
-		return nil, fmt.Errorf("config: %s", oneLine(err.Error()))
+		return nil, decodeError(k, err)
 	}
 	if err := res.Config.Validate(); err != nil {
 		return nil, err
@@ -245,7 +246,7 @@ func Load(fs *pflag.FlagSet, environ []string) (*Result, error) {
 			}
 		}
 		if err := k.Unmarshal("", &res.Config); err != nil {
-			return nil, fmt.Errorf("config: %s", oneLine(err.Error()))
+			return nil, decodeError(k, err)
 		}
 	}
 	return res, nil
@@ -422,6 +423,20 @@ func oneOf(v string, allowed ...string) bool {
 		}
 	}
 	return false
+}
+
+// decodeKey finds the key in a decoder message such as
+// "decoding failed ...: 'shutdown.timeout' time: invalid duration".
+var decodeKey = regexp.MustCompile(`'([a-z_.]+)' (.*)$`)
+
+// decodeError turns a type error into one line: the key, the problem and
+// the value that was given.
+func decodeError(k *koanf.Koanf, err error) error {
+	msg := oneLine(err.Error())
+	if m := decodeKey.FindStringSubmatch(msg); m != nil {
+		return fmt.Errorf("config: %s: %s (got %q)", m[1], m[2], fmt.Sprint(k.Get(m[1])))
+	}
+	return fmt.Errorf("config: %s", msg)
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
