@@ -42,6 +42,7 @@ type Server struct {
 
 	httpLn, grpcLn net.Listener
 	grpcHealth     *health.Server
+	tracing        *telemetry.Tracing
 	bus            *bus.Bus
 	store          store.Store
 	nodeID         string
@@ -104,6 +105,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	// Domains take tracers from the global provider; the listeners get it
+	// explicitly so that several servers in one test process stay apart.
+	s.tracing = tracing
 	otel.SetTracerProvider(tracing.Provider)
 	otel.SetTextMapPropagator(telemetry.Propagator())
 	s.onStop("tracing", tracing.Shutdown)
@@ -178,6 +182,8 @@ func (s *Server) startHTTP(mux *http.ServeMux) {
 	}))
 	probes := map[string]bool{"/healthz": true, "/readyz": true, "/metrics": true}
 	handler := otelhttp.NewHandler(mux, "http",
+		otelhttp.WithTracerProvider(s.tracing.Provider),
+		otelhttp.WithPropagators(telemetry.Propagator()),
 		otelhttp.WithFilter(func(r *http.Request) bool { return !probes[r.URL.Path] }),
 		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " " + r.URL.Path }),
 	)
@@ -197,7 +203,9 @@ func (s *Server) startHTTP(mux *http.ServeMux) {
 
 func (s *Server) startGRPC() {
 	srv := grpc.NewServer(
-		grpc.StatsHandler(otelgrpc.NewServerHandler()),
+		grpc.StatsHandler(otelgrpc.NewServerHandler(
+			otelgrpc.WithTracerProvider(s.tracing.Provider),
+			otelgrpc.WithPropagators(telemetry.Propagator()))),
 		grpc.MaxRecvMsgSize(4<<20),
 	)
 	s.grpcHealth = health.NewServer()
