@@ -458,3 +458,40 @@ func TestConfigPrintShowsEffectiveConfig(t *testing.T) {
 		}
 	}
 }
+
+func TestBenchColdstartWritesJSON(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "coldstart.json")
+	cmd := exec.Command(rallyBin, "bench", "coldstart", "--runs", "3", "--binary", rallyBin, "--json", out)
+	table, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v:\n%s", err, table)
+	}
+	if !strings.Contains(string(table), "p99") {
+		t.Fatalf("no table:\n%s", table)
+	}
+	raw, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res struct {
+		Samples []float64 `json:"samples_ms"`
+	}
+	if err := json.Unmarshal(raw, &res); err != nil {
+		t.Fatal(err)
+	}
+	// Field names are part of the contract: decode them by their JSON names.
+	var names map[string]any
+	_ = json.Unmarshal(raw, &names)
+	for _, k := range []string{"runs", "min_ms", "p50_ms", "p90_ms", "p99_ms"} {
+		if _, ok := names[k]; !ok {
+			t.Errorf("JSON lacks %q: %s", k, raw)
+		}
+	}
+	if names["runs"] != float64(3) || len(res.Samples) != 3 {
+		t.Fatalf("runs %v samples %v", names["runs"], res.Samples)
+	}
+	minMS, p99 := names["min_ms"].(float64), names["p99_ms"].(float64)
+	if minMS <= 0 || p99 < minMS {
+		t.Fatalf("min %v p99 %v", minMS, p99)
+	}
+}
