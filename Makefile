@@ -11,7 +11,7 @@ BUILD   := CGO_ENABLED=0 $(GO) build -trimpath -tags $(TAGS) -ldflags '$(LDFLAGS
 UPX     ?= 0
 IMAGE   ?= rally:$(VERSION)
 
-.PHONY: all build run test test-deps vet bench-coldstart image fuzz clean
+.PHONY: all build run test test-deps vet bench-coldstart image proto clean
 
 all: build
 
@@ -40,3 +40,6 @@ image: build ## OCI image from scratch, no Docker engine needed
 
 clean:
 	rm -rf bin dist
+
+proto: ## regenerate Go from api/proto (needs protoc and protoc-gen-go)
+	protoc -I api/proto --go_out=api/proto --go_opt=paths=source_relative $$(find api/proto -name '*.proto')

@@ -42,6 +42,55 @@ type Config struct {
 	Store     Store     `koanf:"store"`
 	Telemetry Telemetry `koanf:"telemetry"`
 	Shutdown  Shutdown  `koanf:"shutdown"`
+	Auth      Auth      `koanf:"auth"`
+	Realtime  Realtime  `koanf:"realtime"`
+	Rooms     Rooms     `koanf:"rooms"`
+	Events    Events    `koanf:"events"`
+}
+
+// Auth configures sessions.
+type Auth struct {
+	// SigningKey signs session and refresh tokens (HMAC-SHA256). Empty means
+	// a random key generated on first start and kept in the store; nodes of a
+	// cluster must share one explicitly. Outside dev mode a key must be at
+	// least 32 bytes.
+	SigningKey string        `koanf:"signing_key"`
+	SessionTTL time.Duration `koanf:"session_ttl"`
+	RefreshTTL time.Duration `koanf:"refresh_ttl"`
+}
+
+// Realtime bounds each WebSocket connection.
+type Realtime struct {
+	MaxFrameBytes int           `koanf:"max_frame_bytes"`
+	MaxMsgsPerSec int           `koanf:"max_messages_per_second"`
+	MsgBurst      int           `koanf:"message_burst"`
+	SendQueue     int           `koanf:"send_queue"`
+	ReconnectHold time.Duration `koanf:"reconnect_hold"`
+	PingInterval  time.Duration `koanf:"ping_interval"`
+	WriteTimeout  time.Duration `koanf:"write_timeout"`
+}
+
+// Rooms sets room defaults.
+type Rooms struct {
+	DefaultTickRate int           `koanf:"default_tick_rate"`
+	MaxPlayers      int           `koanf:"max_players"`
+	EmptyTimeout    time.Duration `koanf:"empty_timeout"`
+	InputQueue      int           `koanf:"input_queue"`
+	// InputOverflow is what happens to an input when a player's queue is
+	// full: drop_oldest, drop_newest or disconnect.
+	InputOverflow string `koanf:"input_overflow"`
+	// PositionQuantum is the precision positions are synchronised at, in
+	// world units.
+	PositionQuantum float64 `koanf:"position_quantum"`
+}
+
+// Events configures the room-event stream on JetStream.
+type Events struct {
+	Stream       string        `koanf:"stream"`
+	DeadLetter   string        `koanf:"dead_letter_stream"`
+	MaxAge       time.Duration `koanf:"max_age"`
+	Retries      int           `koanf:"retries"`
+	RetryBackoff time.Duration `koanf:"retry_backoff"`
 }
 
 // Log selects the log encoding and level.
@@ -115,6 +164,31 @@ var defaults = map[string]any{
 	"telemetry.sample_ratio":  1.0,
 	"shutdown.drain_delay":    "0s",
 	"shutdown.timeout":        "15s",
+
+	"auth.signing_key": "",
+	"auth.session_ttl": "1h",
+	"auth.refresh_ttl": "720h",
+
+	"realtime.max_frame_bytes":         65536,
+	"realtime.max_messages_per_second": 60,
+	"realtime.message_burst":           120,
+	"realtime.send_queue":              256,
+	"realtime.reconnect_hold":          "20s",
+	"realtime.ping_interval":           "15s",
+	"realtime.write_timeout":           "10s",
+
+	"rooms.default_tick_rate": 20,
+	"rooms.max_players":       16,
+	"rooms.empty_timeout":     "30s",
+	"rooms.input_queue":       64,
+	"rooms.input_overflow":    "drop_oldest",
+	"rooms.position_quantum":  0.01,
+
+	"events.stream":             "RALLY_ROOM_EVENTS",
+	"events.dead_letter_stream": "RALLY_ROOM_EVENTS_DLQ",
+	"events.max_age":            "168h",
+	"events.retries":            5,
+	"events.retry_backoff":      "50ms",
 }
 
 // flagKeys maps each command-line flag to the key it sets.
@@ -328,6 +402,48 @@ func (c *Config) Validate() error {
 	if c.Shutdown.Timeout <= 0 {
 		bad("shutdown.timeout", "must be positive, got %s", c.Shutdown.Timeout)
 	}
+	if c.Auth.SigningKey != "" && !c.Dev && len(c.Auth.SigningKey) < 32 {
+		bad("auth.signing_key", "must be at least 32 bytes outside dev mode (got %d)", len(c.Auth.SigningKey))
+	}
+	if c.Auth.SessionTTL <= 0 || c.Auth.RefreshTTL < c.Auth.SessionTTL {
+		bad("auth.session_ttl", "must be positive and at most auth.refresh_ttl")
+	}
+	positive := map[string]int{
+		"realtime.max_frame_bytes": c.Realtime.MaxFrameBytes, "realtime.max_messages_per_second": c.Realtime.MaxMsgsPerSec,
+		"realtime.message_burst": c.Realtime.MsgBurst, "realtime.send_queue": c.Realtime.SendQueue,
+		"rooms.max_players": c.Rooms.MaxPlayers, "rooms.input_queue": c.Rooms.InputQueue,
+		"events.retries": c.Events.Retries,
+	}
+	for _, key := range sortedKeys(positive) {
+		if positive[key] <= 0 {
+			bad(key, "must be positive, got %d", positive[key])
+		}
+	}
+	if c.Realtime.MaxFrameBytes > 16<<20 {
+		bad("realtime.max_frame_bytes", "at most 16 MiB, got %d", c.Realtime.MaxFrameBytes)
+	}
+	if c.Rooms.DefaultTickRate < 1 || c.Rooms.DefaultTickRate > 128 {
+		bad("rooms.default_tick_rate", "must be within 1-128 Hz, got %d", c.Rooms.DefaultTickRate)
+	}
+	if !oneOf(c.Rooms.InputOverflow, "drop_oldest", "drop_newest", "disconnect") {
+		bad("rooms.input_overflow", "%q is not one of drop_oldest, drop_newest, disconnect", c.Rooms.InputOverflow)
+	}
+	if c.Rooms.PositionQuantum <= 0 {
+		bad("rooms.position_quantum", "must be positive, got %v", c.Rooms.PositionQuantum)
+	}
+	durations := map[string]time.Duration{
+		"realtime.reconnect_hold": c.Realtime.ReconnectHold, "realtime.ping_interval": c.Realtime.PingInterval,
+		"realtime.write_timeout": c.Realtime.WriteTimeout, "rooms.empty_timeout": c.Rooms.EmptyTimeout,
+		"events.max_age": c.Events.MaxAge, "events.retry_backoff": c.Events.RetryBackoff,
+	}
+	for _, key := range sortedKeys(durations) {
+		if d := durations[key]; d < 0 {
+			bad(key, "must not be negative, got %s", d)
+		}
+	}
+	if c.Events.Stream == "" || c.Events.DeadLetter == "" || c.Events.Stream == c.Events.DeadLetter {
+		bad("events.stream", "stream and dead_letter_stream must be set and differ")
+	}
 	if err := checkDataDir(c.DataDir); err != nil {
 		bad("data_dir", "%v", err)
 	}
@@ -441,7 +557,7 @@ func decodeError(k *koanf.Koanf, err error) error {
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
-func sortedKeys(m map[string]string) []string {
+func sortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
