@@ -41,6 +41,7 @@ const (
 	fFrameTick     = 2
 	fFrameBaseTick = 3
 	fFrameData     = 4
+	fFrameMessages = 5
 )
 
 // ErrMalformed wraps every decoding failure.
@@ -253,12 +254,13 @@ func AppendData(dst []byte, roomID, fromUser string, op uint32, payload []byte) 
 }
 
 // StateFrameHeader appends the start of a binary Envelope holding a
-// StateFrame whose data field is dataLen bytes long; the caller appends
-// exactly those bytes next. Splitting it this way lets the state encoder
-// write straight into the outgoing buffer.
-func StateFrameHeader(dst []byte, roomID string, tick, baseTick uint32, dataLen int) []byte {
+// StateFrame whose data field is dataLen bytes long, followed by msgsLen
+// bytes of messages made with AppendFrameMessage. The caller appends exactly
+// those bytes next: the data, then the messages. Splitting it this way lets
+// the state encoder write straight into the outgoing buffer.
+func StateFrameHeader(dst []byte, roomID string, tick, baseTick uint32, dataLen, msgsLen int) []byte {
 	size := sizeString(fFrameRoomID, roomID) + sizeVarint(fFrameTick, uint64(tick)) +
-		sizeVarint(fFrameBaseTick, uint64(baseTick))
+		sizeVarint(fFrameBaseTick, uint64(baseTick)) + msgsLen
 	if dataLen > 0 {
 		size += protowire.SizeTag(fFrameData) + protowire.SizeBytes(dataLen)
 	}
@@ -272,6 +274,16 @@ func StateFrameHeader(dst []byte, roomID string, tick, baseTick uint32, dataLen 
 		dst = protowire.AppendVarint(dst, uint64(dataLen))
 	}
 	return dst
+}
+
+// AppendFrameMessage appends one entry of StateFrame.messages: a Data from
+// the game logic, without a room id (the frame has it).
+func AppendFrameMessage(dst []byte, op uint32, payload []byte) []byte {
+	size := sizeVarint(fDataOp, uint64(op)) + sizeBytes(fDataPayload, payload)
+	dst = protowire.AppendTag(dst, fFrameMessages, protowire.BytesType)
+	dst = protowire.AppendVarint(dst, uint64(size))
+	dst = appendVarint(dst, fDataOp, uint64(op))
+	return appendBytes(dst, fDataPayload, payload)
 }
 
 // AppendError appends a binary Envelope holding an Error.

@@ -62,8 +62,10 @@ func TestEncodersMatchGeneratedCode(t *testing.T) {
 	if got, want := AppendData(nil, "room", "u", 9, []byte("hi")), mustMarshal(t, data); !bytes.Equal(got, want) {
 		t.Fatalf("Data:\n got % x\nwant % x", got, want)
 	}
-	frame := &rtv1.Envelope{Message: &rtv1.Envelope_StateFrame{StateFrame: &rtv1.StateFrame{RoomId: "room", Tick: 300, BaseTick: 298, Data: []byte{5, 6}}}}
-	got := append(StateFrameHeader(nil, "room", 300, 298, 2), 5, 6)
+	frame := &rtv1.Envelope{Message: &rtv1.Envelope_StateFrame{StateFrame: &rtv1.StateFrame{RoomId: "room", Tick: 300, BaseTick: 298, Data: []byte{5, 6},
+		Messages: []*rtv1.Data{{Op: 1, Payload: []byte("a")}, {Op: 2}}}}}
+	msgs := AppendFrameMessage(AppendFrameMessage(nil, 1, []byte("a")), 2, nil)
+	got := append(append(StateFrameHeader(nil, "room", 300, 298, 2, len(msgs)), 5, 6), msgs...)
 	if want := mustMarshal(t, frame); !bytes.Equal(got, want) {
 		t.Fatalf("StateFrame:\n got % x\nwant % x", got, want)
 	}
@@ -97,7 +99,8 @@ func TestHotPathAllocatesNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 		buf = AppendData(buf[:0], "r1", "user", f.Op, f.Payload)
-		buf = StateFrameHeader(buf[:0], "r1", 10, 9, 40)
+		buf = StateFrameHeader(buf[:0], "r1", 10, 9, 40, 0)
+		buf = AppendFrameMessage(buf, 1, f.Payload)
 	})
 	if allocs != 0 {
 		t.Fatalf("%v allocs per message", allocs)

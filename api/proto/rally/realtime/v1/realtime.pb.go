@@ -1405,13 +1405,16 @@ func (x *Presence) GetRejoined() []*Player {
 // StateFrame carries an authoritative room's entity state at a tick: a full
 // snapshot when base_tick is 0, otherwise the changes since base_tick, which
 // is a tick the client acknowledged. The encoding of data is described in
-// docs/protocol.md (state sync).
+// docs/protocol.md (state sync). Messages the game logic sent to this player
+// since the previous frame ride along (room_id left empty), so a client gets
+// one write per tick.
 type StateFrame struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	RoomId        string                 `protobuf:"bytes,1,opt,name=room_id,json=roomId,proto3" json:"room_id,omitempty"`
 	Tick          uint32                 `protobuf:"varint,2,opt,name=tick,proto3" json:"tick,omitempty"`
 	BaseTick      uint32                 `protobuf:"varint,3,opt,name=base_tick,json=baseTick,proto3" json:"base_tick,omitempty"`
 	Data          []byte                 `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
+	Messages      []*Data                `protobuf:"bytes,5,rep,name=messages,proto3" json:"messages,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1470,6 +1473,13 @@ func (x *StateFrame) GetBaseTick() uint32 {
 func (x *StateFrame) GetData() []byte {
 	if x != nil {
 		return x.Data
+	}
+	return nil
+}
+
+func (x *StateFrame) GetMessages() []*Data {
+	if x != nil {
+		return x.Messages
 	}
 	return nil
 }
@@ -1651,13 +1661,14 @@ const file_rally_realtime_v1_realtime_proto_rawDesc = "" +
 	"\x05joins\x18\x02 \x03(\v2\x19.rally.realtime.v1.PlayerR\x05joins\x121\n" +
 	"\x06leaves\x18\x03 \x03(\v2\x19.rally.realtime.v1.PlayerR\x06leaves\x123\n" +
 	"\adropped\x18\x04 \x03(\v2\x19.rally.realtime.v1.PlayerR\adropped\x125\n" +
-	"\brejoined\x18\x05 \x03(\v2\x19.rally.realtime.v1.PlayerR\brejoined\"j\n" +
+	"\brejoined\x18\x05 \x03(\v2\x19.rally.realtime.v1.PlayerR\brejoined\"\x9f\x01\n" +
 	"\n" +
 	"StateFrame\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x12\n" +
 	"\x04tick\x18\x02 \x01(\rR\x04tick\x12\x1b\n" +
 	"\tbase_tick\x18\x03 \x01(\rR\bbaseTick\x12\x12\n" +
-	"\x04data\x18\x04 \x01(\fR\x04data\"=\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\x123\n" +
+	"\bmessages\x18\x05 \x03(\v2\x17.rally.realtime.v1.DataR\bmessages\"=\n" +
 	"\n" +
 	"RoomClosed\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x16\n" +
@@ -1734,11 +1745,12 @@ var file_rally_realtime_v1_realtime_proto_depIdxs = []int32{
 	4,  // 27: rally.realtime.v1.Presence.leaves:type_name -> rally.realtime.v1.Player
 	4,  // 28: rally.realtime.v1.Presence.dropped:type_name -> rally.realtime.v1.Player
 	4,  // 29: rally.realtime.v1.Presence.rejoined:type_name -> rally.realtime.v1.Player
-	30, // [30:30] is the sub-list for method output_type
-	30, // [30:30] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	16, // 30: rally.realtime.v1.StateFrame.messages:type_name -> rally.realtime.v1.Data
+	31, // [31:31] is the sub-list for method output_type
+	31, // [31:31] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_rally_realtime_v1_realtime_proto_init() }
