@@ -23,11 +23,15 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/rallyhq/rally/internal/auth"
 	"github.com/rallyhq/rally/internal/buildinfo"
 	"github.com/rallyhq/rally/internal/bus"
 	"github.com/rallyhq/rally/internal/config"
 	rallyhealth "github.com/rallyhq/rally/internal/health"
 	"github.com/rallyhq/rally/internal/node"
+	"github.com/rallyhq/rally/internal/realtime"
+	"github.com/rallyhq/rally/internal/room"
+	"github.com/rallyhq/rally/internal/roomevents"
 	"github.com/rallyhq/rally/internal/store"
 	"github.com/rallyhq/rally/internal/telemetry"
 )
@@ -46,6 +50,12 @@ type Server struct {
 	bus            *bus.Bus
 	store          store.Store
 	nodeID         string
+	auth           *auth.Service
+	events         *roomevents.Publisher
+	rooms          *room.Manager
+	// Handlers holds the authoritative room logic; register a studio's
+	// game code here before Start.
+	Handlers *room.Registry
 
 	// stops run in reverse order on shutdown; each part appends its own as
 	// it starts, so a failed start unwinds exactly what began.
@@ -71,6 +81,7 @@ func New(cfg config.Config, log *slog.Logger) *Server {
 		log:      log,
 		health:   rallyhealth.NewChecker(2 * time.Second),
 		Registry: telemetry.NewRegistry(buildinfo.Get()),
+		Handlers: room.NewRegistry(),
 		errc:     make(chan error, 4),
 	}
 }
@@ -143,6 +154,10 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	mux.Handle("GET /version", buildinfo.Handler(map[string]string{"node_id": s.nodeID}))
 
+	if err := s.startRealtime(ctx, mux); err != nil {
+		return err
+	}
+
 	s.startGRPC()
 	s.health.Started()
 	s.grpcHealth.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
@@ -150,6 +165,54 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.log.Info("rally ready", "http", a.HTTP, "grpc", a.GRPC, "nats", a.NATS,
 		"nats_embedded", s.bus.Embedded(), "node_id", s.nodeID, "data_dir", s.cfg.DataDir,
 		"version", buildinfo.Get().Version)
+	return nil
+}
+
+// startRealtime wires sessions, the room-event stream, rooms and the
+// WebSocket endpoint.
+func (s *Server) startRealtime(ctx context.Context, mux *http.ServeMux) error {
+	key, err := auth.ResolveKey(ctx, s.store, s.cfg.Auth.SigningKey)
+	if err != nil {
+		return err
+	}
+	if s.auth, err = auth.New(s.store, auth.Options{
+		Key: key, SessionTTL: s.cfg.Auth.SessionTTL, RefreshTTL: s.cfg.Auth.RefreshTTL,
+	}, s.Registry, s.log); err != nil {
+		return err
+	}
+	s.auth.RegisterHTTP(mux)
+
+	events := roomevents.New(s.bus.JetStream(), roomevents.Options{
+		Stream: s.cfg.Events.Stream, DeadLetter: s.cfg.Events.DeadLetter, MaxAge: s.cfg.Events.MaxAge,
+		Retries: s.cfg.Events.Retries, RetryBackoff: s.cfg.Events.RetryBackoff,
+	}, s.Registry, s.log)
+	if err := events.Start(ctx); err != nil {
+		return err
+	}
+	s.events = events
+	s.onStop("roomevents", events.Close)
+
+	overflow, err := room.ParseOverflow(s.cfg.Rooms.InputOverflow)
+	if err != nil {
+		return err
+	}
+	s.rooms = room.NewManager(room.Config{
+		DefaultTickRate: s.cfg.Rooms.DefaultTickRate, MaxPlayers: s.cfg.Rooms.MaxPlayers,
+		EmptyTimeout: s.cfg.Rooms.EmptyTimeout, ReconnectHold: s.cfg.Realtime.ReconnectHold,
+		InputQueue: s.cfg.Rooms.InputQueue, InputOverflow: overflow,
+	}, s.Handlers, events, s.Registry, s.log)
+	s.onStop("rooms", s.rooms.Close)
+
+	rt := realtime.New(s.rooms, func(token string) (room.Player, error) {
+		sess, err := s.auth.Verify(token)
+		return room.Player{UserID: sess.UserID, Username: sess.Username, SessionID: sess.SessionID}, err
+	}, auth.BearerFromRequest, realtime.Limits{
+		MaxFrameBytes: s.cfg.Realtime.MaxFrameBytes, MsgsPerSec: s.cfg.Realtime.MaxMsgsPerSec,
+		Burst: s.cfg.Realtime.MsgBurst, SendQueue: s.cfg.Realtime.SendQueue,
+		PingInterval: s.cfg.Realtime.PingInterval, WriteTimeout: s.cfg.Realtime.WriteTimeout,
+	}, s.Registry, s.log)
+	mux.Handle("GET /ws", rt)
+	s.onStop("realtime", rt.Close)
 	return nil
 }
 
@@ -180,7 +243,9 @@ func (s *Server) startHTTP(mux *http.ServeMux) {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{
 		Registry: s.Registry, EnableOpenMetrics: true,
 	}))
-	probes := map[string]bool{"/healthz": true, "/readyz": true, "/metrics": true}
+	// Probes are not traced; neither is /ws, whose connect span is opened by
+	// the realtime package with the player's ids.
+	probes := map[string]bool{"/healthz": true, "/readyz": true, "/metrics": true, "/ws": true}
 	handler := otelhttp.NewHandler(mux, "http",
 		otelhttp.WithTracerProvider(s.tracing.Provider),
 		otelhttp.WithPropagators(telemetry.Propagator()),
@@ -203,6 +268,8 @@ func (s *Server) startHTTP(mux *http.ServeMux) {
 
 func (s *Server) startGRPC() {
 	srv := grpc.NewServer(
+		grpc.ChainUnaryInterceptor(s.auth.UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(s.auth.StreamServerInterceptor()),
 		grpc.StatsHandler(otelgrpc.NewServerHandler(
 			otelgrpc.WithTracerProvider(s.tracing.Provider),
 			otelgrpc.WithPropagators(telemetry.Propagator()))),
@@ -242,6 +309,12 @@ func (s *Server) Addrs() Addrs {
 	}
 	return a
 }
+
+// Rooms returns the room manager; valid after Start.
+func (s *Server) Rooms() *room.Manager { return s.rooms }
+
+// Events returns the room-event stream; valid after Start.
+func (s *Server) Events() *roomevents.Publisher { return s.events }
 
 // Bus returns the NATS connection; valid after Start.
 func (s *Server) Bus() *bus.Bus { return s.bus }

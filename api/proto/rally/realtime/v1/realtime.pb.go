@@ -485,11 +485,14 @@ type Room struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// The registered game logic running the room; empty for a relayed room.
-	Handler       string            `protobuf:"bytes,2,opt,name=handler,proto3" json:"handler,omitempty"`
-	Labels        map[string]string `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Players       uint32            `protobuf:"varint,4,opt,name=players,proto3" json:"players,omitempty"`
-	MaxPlayers    uint32            `protobuf:"varint,5,opt,name=max_players,json=maxPlayers,proto3" json:"max_players,omitempty"`
-	TickRate      uint32            `protobuf:"varint,6,opt,name=tick_rate,json=tickRate,proto3" json:"tick_rate,omitempty"`
+	Handler    string            `protobuf:"bytes,2,opt,name=handler,proto3" json:"handler,omitempty"`
+	Labels     map[string]string `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Players    uint32            `protobuf:"varint,4,opt,name=players,proto3" json:"players,omitempty"`
+	MaxPlayers uint32            `protobuf:"varint,5,opt,name=max_players,json=maxPlayers,proto3" json:"max_players,omitempty"`
+	TickRate   uint32            `protobuf:"varint,6,opt,name=tick_rate,json=tickRate,proto3" json:"tick_rate,omitempty"`
+	// The synchronised entity fields of an authoritative room, in the order
+	// state frames encode them; empty when the room has no state sync.
+	Schema        []*StateField `protobuf:"bytes,7,rep,name=schema,proto3" json:"schema,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -566,6 +569,67 @@ func (x *Room) GetTickRate() uint32 {
 	return 0
 }
 
+func (x *Room) GetSchema() []*StateField {
+	if x != nil {
+		return x.Schema
+	}
+	return nil
+}
+
+// StateField is one synchronised entity field: values travel as integers,
+// value = integer * quantum.
+type StateField struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Quantum       float64                `protobuf:"fixed64,2,opt,name=quantum,proto3" json:"quantum,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StateField) Reset() {
+	*x = StateField{}
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StateField) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StateField) ProtoMessage() {}
+
+func (x *StateField) ProtoReflect() protoreflect.Message {
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StateField.ProtoReflect.Descriptor instead.
+func (*StateField) Descriptor() ([]byte, []int) {
+	return file_rally_realtime_v1_realtime_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *StateField) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *StateField) GetQuantum() float64 {
+	if x != nil {
+		return x.Quantum
+	}
+	return 0
+}
+
 // Player is one seat in a room.
 type Player struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -577,7 +641,7 @@ type Player struct {
 
 func (x *Player) Reset() {
 	*x = Player{}
-	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[3]
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -589,7 +653,7 @@ func (x *Player) String() string {
 func (*Player) ProtoMessage() {}
 
 func (x *Player) ProtoReflect() protoreflect.Message {
-	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[3]
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -602,7 +666,7 @@ func (x *Player) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Player.ProtoReflect.Descriptor instead.
 func (*Player) Descriptor() ([]byte, []int) {
-	return file_rally_realtime_v1_realtime_proto_rawDescGZIP(), []int{3}
+	return file_rally_realtime_v1_realtime_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Player) GetUserId() string {
@@ -637,7 +701,7 @@ type CreateRoom struct {
 
 func (x *CreateRoom) Reset() {
 	*x = CreateRoom{}
-	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[4]
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -649,7 +713,7 @@ func (x *CreateRoom) String() string {
 func (*CreateRoom) ProtoMessage() {}
 
 func (x *CreateRoom) ProtoReflect() protoreflect.Message {
-	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[4]
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -662,7 +726,7 @@ func (x *CreateRoom) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRoom.ProtoReflect.Descriptor instead.
 func (*CreateRoom) Descriptor() ([]byte, []int) {
-	return file_rally_realtime_v1_realtime_proto_rawDescGZIP(), []int{4}
+	return file_rally_realtime_v1_realtime_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CreateRoom) GetHandler() string {
@@ -717,7 +781,7 @@ type JoinRoom struct {
 
 func (x *JoinRoom) Reset() {
 	*x = JoinRoom{}
-	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[5]
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -729,7 +793,7 @@ func (x *JoinRoom) String() string {
 func (*JoinRoom) ProtoMessage() {}
 
 func (x *JoinRoom) ProtoReflect() protoreflect.Message {
-	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[5]
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -742,7 +806,7 @@ func (x *JoinRoom) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRoom.ProtoReflect.Descriptor instead.
 func (*JoinRoom) Descriptor() ([]byte, []int) {
-	return file_rally_realtime_v1_realtime_proto_rawDescGZIP(), []int{5}
+	return file_rally_realtime_v1_realtime_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *JoinRoom) GetRoomId() string {
@@ -789,7 +853,7 @@ type LeaveRoom struct {
 
 func (x *LeaveRoom) Reset() {
 	*x = LeaveRoom{}
-	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[6]
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -801,7 +865,7 @@ func (x *LeaveRoom) String() string {
 func (*LeaveRoom) ProtoMessage() {}
 
 func (x *LeaveRoom) ProtoReflect() protoreflect.Message {
-	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[6]
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -814,7 +878,7 @@ func (x *LeaveRoom) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveRoom.ProtoReflect.Descriptor instead.
 func (*LeaveRoom) Descriptor() ([]byte, []int) {
-	return file_rally_realtime_v1_realtime_proto_rawDescGZIP(), []int{6}
+	return file_rally_realtime_v1_realtime_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *LeaveRoom) GetRoomId() string {
@@ -836,7 +900,7 @@ type ListRooms struct {
 
 func (x *ListRooms) Reset() {
 	*x = ListRooms{}
-	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[7]
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -848,7 +912,7 @@ func (x *ListRooms) String() string {
 func (*ListRooms) ProtoMessage() {}
 
 func (x *ListRooms) ProtoReflect() protoreflect.Message {
-	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[7]
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -861,7 +925,7 @@ func (x *ListRooms) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRooms.ProtoReflect.Descriptor instead.
 func (*ListRooms) Descriptor() ([]byte, []int) {
-	return file_rally_realtime_v1_realtime_proto_rawDescGZIP(), []int{7}
+	return file_rally_realtime_v1_realtime_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListRooms) GetLabels() map[string]string {
@@ -900,7 +964,7 @@ type SendData struct {
 
 func (x *SendData) Reset() {
 	*x = SendData{}
-	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[8]
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -912,7 +976,7 @@ func (x *SendData) String() string {
 func (*SendData) ProtoMessage() {}
 
 func (x *SendData) ProtoReflect() protoreflect.Message {
-	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[8]
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -925,7 +989,7 @@ func (x *SendData) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendData.ProtoReflect.Descriptor instead.
 func (*SendData) Descriptor() ([]byte, []int) {
-	return file_rally_realtime_v1_realtime_proto_rawDescGZIP(), []int{8}
+	return file_rally_realtime_v1_realtime_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SendData) GetRoomId() string {
@@ -968,7 +1032,7 @@ type AckState struct {
 
 func (x *AckState) Reset() {
 	*x = AckState{}
-	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[9]
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -980,7 +1044,7 @@ func (x *AckState) String() string {
 func (*AckState) ProtoMessage() {}
 
 func (x *AckState) ProtoReflect() protoreflect.Message {
-	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[9]
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -993,7 +1057,7 @@ func (x *AckState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckState.ProtoReflect.Descriptor instead.
 func (*AckState) Descriptor() ([]byte, []int) {
-	return file_rally_realtime_v1_realtime_proto_rawDescGZIP(), []int{9}
+	return file_rally_realtime_v1_realtime_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AckState) GetRoomId() string {
@@ -1019,7 +1083,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[10]
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1031,7 +1095,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[10]
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1044,7 +1108,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_rally_realtime_v1_realtime_proto_rawDescGZIP(), []int{10}
+	return file_rally_realtime_v1_realtime_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Ping) GetClientTimeUnixNano() int64 {
@@ -1065,7 +1129,7 @@ type RoomJoined struct {
 
 func (x *RoomJoined) Reset() {
 	*x = RoomJoined{}
-	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[11]
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1077,7 +1141,7 @@ func (x *RoomJoined) String() string {
 func (*RoomJoined) ProtoMessage() {}
 
 func (x *RoomJoined) ProtoReflect() protoreflect.Message {
-	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[11]
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1090,7 +1154,7 @@ func (x *RoomJoined) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomJoined.ProtoReflect.Descriptor instead.
 func (*RoomJoined) Descriptor() ([]byte, []int) {
-	return file_rally_realtime_v1_realtime_proto_rawDescGZIP(), []int{11}
+	return file_rally_realtime_v1_realtime_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RoomJoined) GetRoom() *Room {
@@ -1123,7 +1187,7 @@ type RoomLeft struct {
 
 func (x *RoomLeft) Reset() {
 	*x = RoomLeft{}
-	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[12]
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1135,7 +1199,7 @@ func (x *RoomLeft) String() string {
 func (*RoomLeft) ProtoMessage() {}
 
 func (x *RoomLeft) ProtoReflect() protoreflect.Message {
-	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[12]
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1148,7 +1212,7 @@ func (x *RoomLeft) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomLeft.ProtoReflect.Descriptor instead.
 func (*RoomLeft) Descriptor() ([]byte, []int) {
-	return file_rally_realtime_v1_realtime_proto_rawDescGZIP(), []int{12}
+	return file_rally_realtime_v1_realtime_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RoomLeft) GetRoomId() string {
@@ -1167,7 +1231,7 @@ type RoomList struct {
 
 func (x *RoomList) Reset() {
 	*x = RoomList{}
-	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[13]
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1179,7 +1243,7 @@ func (x *RoomList) String() string {
 func (*RoomList) ProtoMessage() {}
 
 func (x *RoomList) ProtoReflect() protoreflect.Message {
-	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[13]
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1192,7 +1256,7 @@ func (x *RoomList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomList.ProtoReflect.Descriptor instead.
 func (*RoomList) Descriptor() ([]byte, []int) {
-	return file_rally_realtime_v1_realtime_proto_rawDescGZIP(), []int{13}
+	return file_rally_realtime_v1_realtime_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RoomList) GetRooms() []*Room {
@@ -1212,7 +1276,7 @@ type Pong struct {
 
 func (x *Pong) Reset() {
 	*x = Pong{}
-	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[14]
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1224,7 +1288,7 @@ func (x *Pong) String() string {
 func (*Pong) ProtoMessage() {}
 
 func (x *Pong) ProtoReflect() protoreflect.Message {
-	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[14]
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1237,7 +1301,7 @@ func (x *Pong) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pong.ProtoReflect.Descriptor instead.
 func (*Pong) Descriptor() ([]byte, []int) {
-	return file_rally_realtime_v1_realtime_proto_rawDescGZIP(), []int{14}
+	return file_rally_realtime_v1_realtime_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Pong) GetClientTimeUnixNano() int64 {
@@ -1268,7 +1332,7 @@ type Data struct {
 
 func (x *Data) Reset() {
 	*x = Data{}
-	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[15]
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1280,7 +1344,7 @@ func (x *Data) String() string {
 func (*Data) ProtoMessage() {}
 
 func (x *Data) ProtoReflect() protoreflect.Message {
-	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[15]
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1293,7 +1357,7 @@ func (x *Data) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Data.ProtoReflect.Descriptor instead.
 func (*Data) Descriptor() ([]byte, []int) {
-	return file_rally_realtime_v1_realtime_proto_rawDescGZIP(), []int{15}
+	return file_rally_realtime_v1_realtime_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Data) GetRoomId() string {
@@ -1339,7 +1403,7 @@ type Presence struct {
 
 func (x *Presence) Reset() {
 	*x = Presence{}
-	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[16]
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1351,7 +1415,7 @@ func (x *Presence) String() string {
 func (*Presence) ProtoMessage() {}
 
 func (x *Presence) ProtoReflect() protoreflect.Message {
-	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[16]
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1364,7 +1428,7 @@ func (x *Presence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Presence.ProtoReflect.Descriptor instead.
 func (*Presence) Descriptor() ([]byte, []int) {
-	return file_rally_realtime_v1_realtime_proto_rawDescGZIP(), []int{16}
+	return file_rally_realtime_v1_realtime_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Presence) GetRoomId() string {
@@ -1421,7 +1485,7 @@ type StateFrame struct {
 
 func (x *StateFrame) Reset() {
 	*x = StateFrame{}
-	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[17]
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1433,7 +1497,7 @@ func (x *StateFrame) String() string {
 func (*StateFrame) ProtoMessage() {}
 
 func (x *StateFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[17]
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1446,7 +1510,7 @@ func (x *StateFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateFrame.ProtoReflect.Descriptor instead.
 func (*StateFrame) Descriptor() ([]byte, []int) {
-	return file_rally_realtime_v1_realtime_proto_rawDescGZIP(), []int{17}
+	return file_rally_realtime_v1_realtime_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *StateFrame) GetRoomId() string {
@@ -1494,7 +1558,7 @@ type RoomClosed struct {
 
 func (x *RoomClosed) Reset() {
 	*x = RoomClosed{}
-	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[18]
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1506,7 +1570,7 @@ func (x *RoomClosed) String() string {
 func (*RoomClosed) ProtoMessage() {}
 
 func (x *RoomClosed) ProtoReflect() protoreflect.Message {
-	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[18]
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1519,7 +1583,7 @@ func (x *RoomClosed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomClosed.ProtoReflect.Descriptor instead.
 func (*RoomClosed) Descriptor() ([]byte, []int) {
-	return file_rally_realtime_v1_realtime_proto_rawDescGZIP(), []int{18}
+	return file_rally_realtime_v1_realtime_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RoomClosed) GetRoomId() string {
@@ -1585,7 +1649,7 @@ const file_rally_realtime_v1_realtime_proto_rawDesc = "" +
 	"\x12\x18\n" +
 	"\x14CODE_UNKNOWN_HANDLER\x10\v\x12\x11\n" +
 	"\rCODE_INTERNAL\x10\f\x12\x16\n" +
-	"\x12CODE_SHUTTING_DOWN\x10\r\"\x80\x02\n" +
+	"\x12CODE_SHUTTING_DOWN\x10\r\"\xb7\x02\n" +
 	"\x04Room\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\ahandler\x18\x02 \x01(\tR\ahandler\x12;\n" +
@@ -1593,10 +1657,15 @@ const file_rally_realtime_v1_realtime_proto_rawDesc = "" +
 	"\aplayers\x18\x04 \x01(\rR\aplayers\x12\x1f\n" +
 	"\vmax_players\x18\x05 \x01(\rR\n" +
 	"maxPlayers\x12\x1b\n" +
-	"\ttick_rate\x18\x06 \x01(\rR\btickRate\x1a9\n" +
+	"\ttick_rate\x18\x06 \x01(\rR\btickRate\x125\n" +
+	"\x06schema\x18\a \x03(\v2\x1d.rally.realtime.v1.StateFieldR\x06schema\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"=\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\":\n" +
+	"\n" +
+	"StateField\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aquantum\x18\x02 \x01(\x01R\aquantum\"=\n" +
 	"\x06Player\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1a\n" +
 	"\busername\x18\x02 \x01(\tR\busername\"\xfa\x01\n" +
@@ -1687,70 +1756,72 @@ func file_rally_realtime_v1_realtime_proto_rawDescGZIP() []byte {
 }
 
 var file_rally_realtime_v1_realtime_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_rally_realtime_v1_realtime_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_rally_realtime_v1_realtime_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_rally_realtime_v1_realtime_proto_goTypes = []any{
 	(Error_Code)(0),    // 0: rally.realtime.v1.Error.Code
 	(*Envelope)(nil),   // 1: rally.realtime.v1.Envelope
 	(*Error)(nil),      // 2: rally.realtime.v1.Error
 	(*Room)(nil),       // 3: rally.realtime.v1.Room
-	(*Player)(nil),     // 4: rally.realtime.v1.Player
-	(*CreateRoom)(nil), // 5: rally.realtime.v1.CreateRoom
-	(*JoinRoom)(nil),   // 6: rally.realtime.v1.JoinRoom
-	(*LeaveRoom)(nil),  // 7: rally.realtime.v1.LeaveRoom
-	(*ListRooms)(nil),  // 8: rally.realtime.v1.ListRooms
-	(*SendData)(nil),   // 9: rally.realtime.v1.SendData
-	(*AckState)(nil),   // 10: rally.realtime.v1.AckState
-	(*Ping)(nil),       // 11: rally.realtime.v1.Ping
-	(*RoomJoined)(nil), // 12: rally.realtime.v1.RoomJoined
-	(*RoomLeft)(nil),   // 13: rally.realtime.v1.RoomLeft
-	(*RoomList)(nil),   // 14: rally.realtime.v1.RoomList
-	(*Pong)(nil),       // 15: rally.realtime.v1.Pong
-	(*Data)(nil),       // 16: rally.realtime.v1.Data
-	(*Presence)(nil),   // 17: rally.realtime.v1.Presence
-	(*StateFrame)(nil), // 18: rally.realtime.v1.StateFrame
-	(*RoomClosed)(nil), // 19: rally.realtime.v1.RoomClosed
-	nil,                // 20: rally.realtime.v1.Room.LabelsEntry
-	nil,                // 21: rally.realtime.v1.CreateRoom.LabelsEntry
-	nil,                // 22: rally.realtime.v1.JoinRoom.LabelsEntry
-	nil,                // 23: rally.realtime.v1.ListRooms.LabelsEntry
+	(*StateField)(nil), // 4: rally.realtime.v1.StateField
+	(*Player)(nil),     // 5: rally.realtime.v1.Player
+	(*CreateRoom)(nil), // 6: rally.realtime.v1.CreateRoom
+	(*JoinRoom)(nil),   // 7: rally.realtime.v1.JoinRoom
+	(*LeaveRoom)(nil),  // 8: rally.realtime.v1.LeaveRoom
+	(*ListRooms)(nil),  // 9: rally.realtime.v1.ListRooms
+	(*SendData)(nil),   // 10: rally.realtime.v1.SendData
+	(*AckState)(nil),   // 11: rally.realtime.v1.AckState
+	(*Ping)(nil),       // 12: rally.realtime.v1.Ping
+	(*RoomJoined)(nil), // 13: rally.realtime.v1.RoomJoined
+	(*RoomLeft)(nil),   // 14: rally.realtime.v1.RoomLeft
+	(*RoomList)(nil),   // 15: rally.realtime.v1.RoomList
+	(*Pong)(nil),       // 16: rally.realtime.v1.Pong
+	(*Data)(nil),       // 17: rally.realtime.v1.Data
+	(*Presence)(nil),   // 18: rally.realtime.v1.Presence
+	(*StateFrame)(nil), // 19: rally.realtime.v1.StateFrame
+	(*RoomClosed)(nil), // 20: rally.realtime.v1.RoomClosed
+	nil,                // 21: rally.realtime.v1.Room.LabelsEntry
+	nil,                // 22: rally.realtime.v1.CreateRoom.LabelsEntry
+	nil,                // 23: rally.realtime.v1.JoinRoom.LabelsEntry
+	nil,                // 24: rally.realtime.v1.ListRooms.LabelsEntry
 }
 var file_rally_realtime_v1_realtime_proto_depIdxs = []int32{
 	2,  // 0: rally.realtime.v1.Envelope.error:type_name -> rally.realtime.v1.Error
-	5,  // 1: rally.realtime.v1.Envelope.create_room:type_name -> rally.realtime.v1.CreateRoom
-	6,  // 2: rally.realtime.v1.Envelope.join_room:type_name -> rally.realtime.v1.JoinRoom
-	7,  // 3: rally.realtime.v1.Envelope.leave_room:type_name -> rally.realtime.v1.LeaveRoom
-	8,  // 4: rally.realtime.v1.Envelope.list_rooms:type_name -> rally.realtime.v1.ListRooms
-	9,  // 5: rally.realtime.v1.Envelope.send_data:type_name -> rally.realtime.v1.SendData
-	10, // 6: rally.realtime.v1.Envelope.ack_state:type_name -> rally.realtime.v1.AckState
-	11, // 7: rally.realtime.v1.Envelope.ping:type_name -> rally.realtime.v1.Ping
-	12, // 8: rally.realtime.v1.Envelope.room_joined:type_name -> rally.realtime.v1.RoomJoined
-	13, // 9: rally.realtime.v1.Envelope.room_left:type_name -> rally.realtime.v1.RoomLeft
-	14, // 10: rally.realtime.v1.Envelope.room_list:type_name -> rally.realtime.v1.RoomList
-	15, // 11: rally.realtime.v1.Envelope.pong:type_name -> rally.realtime.v1.Pong
-	16, // 12: rally.realtime.v1.Envelope.data:type_name -> rally.realtime.v1.Data
-	17, // 13: rally.realtime.v1.Envelope.presence:type_name -> rally.realtime.v1.Presence
-	18, // 14: rally.realtime.v1.Envelope.state_frame:type_name -> rally.realtime.v1.StateFrame
-	19, // 15: rally.realtime.v1.Envelope.room_closed:type_name -> rally.realtime.v1.RoomClosed
+	6,  // 1: rally.realtime.v1.Envelope.create_room:type_name -> rally.realtime.v1.CreateRoom
+	7,  // 2: rally.realtime.v1.Envelope.join_room:type_name -> rally.realtime.v1.JoinRoom
+	8,  // 3: rally.realtime.v1.Envelope.leave_room:type_name -> rally.realtime.v1.LeaveRoom
+	9,  // 4: rally.realtime.v1.Envelope.list_rooms:type_name -> rally.realtime.v1.ListRooms
+	10, // 5: rally.realtime.v1.Envelope.send_data:type_name -> rally.realtime.v1.SendData
+	11, // 6: rally.realtime.v1.Envelope.ack_state:type_name -> rally.realtime.v1.AckState
+	12, // 7: rally.realtime.v1.Envelope.ping:type_name -> rally.realtime.v1.Ping
+	13, // 8: rally.realtime.v1.Envelope.room_joined:type_name -> rally.realtime.v1.RoomJoined
+	14, // 9: rally.realtime.v1.Envelope.room_left:type_name -> rally.realtime.v1.RoomLeft
+	15, // 10: rally.realtime.v1.Envelope.room_list:type_name -> rally.realtime.v1.RoomList
+	16, // 11: rally.realtime.v1.Envelope.pong:type_name -> rally.realtime.v1.Pong
+	17, // 12: rally.realtime.v1.Envelope.data:type_name -> rally.realtime.v1.Data
+	18, // 13: rally.realtime.v1.Envelope.presence:type_name -> rally.realtime.v1.Presence
+	19, // 14: rally.realtime.v1.Envelope.state_frame:type_name -> rally.realtime.v1.StateFrame
+	20, // 15: rally.realtime.v1.Envelope.room_closed:type_name -> rally.realtime.v1.RoomClosed
 	0,  // 16: rally.realtime.v1.Error.code:type_name -> rally.realtime.v1.Error.Code
-	20, // 17: rally.realtime.v1.Room.labels:type_name -> rally.realtime.v1.Room.LabelsEntry
-	21, // 18: rally.realtime.v1.CreateRoom.labels:type_name -> rally.realtime.v1.CreateRoom.LabelsEntry
-	22, // 19: rally.realtime.v1.JoinRoom.labels:type_name -> rally.realtime.v1.JoinRoom.LabelsEntry
-	5,  // 20: rally.realtime.v1.JoinRoom.create:type_name -> rally.realtime.v1.CreateRoom
-	23, // 21: rally.realtime.v1.ListRooms.labels:type_name -> rally.realtime.v1.ListRooms.LabelsEntry
-	3,  // 22: rally.realtime.v1.RoomJoined.room:type_name -> rally.realtime.v1.Room
-	4,  // 23: rally.realtime.v1.RoomJoined.players:type_name -> rally.realtime.v1.Player
-	4,  // 24: rally.realtime.v1.RoomJoined.self:type_name -> rally.realtime.v1.Player
-	3,  // 25: rally.realtime.v1.RoomList.rooms:type_name -> rally.realtime.v1.Room
-	4,  // 26: rally.realtime.v1.Presence.joins:type_name -> rally.realtime.v1.Player
-	4,  // 27: rally.realtime.v1.Presence.leaves:type_name -> rally.realtime.v1.Player
-	4,  // 28: rally.realtime.v1.Presence.dropped:type_name -> rally.realtime.v1.Player
-	4,  // 29: rally.realtime.v1.Presence.rejoined:type_name -> rally.realtime.v1.Player
-	16, // 30: rally.realtime.v1.StateFrame.messages:type_name -> rally.realtime.v1.Data
-	31, // [31:31] is the sub-list for method output_type
-	31, // [31:31] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	21, // 17: rally.realtime.v1.Room.labels:type_name -> rally.realtime.v1.Room.LabelsEntry
+	4,  // 18: rally.realtime.v1.Room.schema:type_name -> rally.realtime.v1.StateField
+	22, // 19: rally.realtime.v1.CreateRoom.labels:type_name -> rally.realtime.v1.CreateRoom.LabelsEntry
+	23, // 20: rally.realtime.v1.JoinRoom.labels:type_name -> rally.realtime.v1.JoinRoom.LabelsEntry
+	6,  // 21: rally.realtime.v1.JoinRoom.create:type_name -> rally.realtime.v1.CreateRoom
+	24, // 22: rally.realtime.v1.ListRooms.labels:type_name -> rally.realtime.v1.ListRooms.LabelsEntry
+	3,  // 23: rally.realtime.v1.RoomJoined.room:type_name -> rally.realtime.v1.Room
+	5,  // 24: rally.realtime.v1.RoomJoined.players:type_name -> rally.realtime.v1.Player
+	5,  // 25: rally.realtime.v1.RoomJoined.self:type_name -> rally.realtime.v1.Player
+	3,  // 26: rally.realtime.v1.RoomList.rooms:type_name -> rally.realtime.v1.Room
+	5,  // 27: rally.realtime.v1.Presence.joins:type_name -> rally.realtime.v1.Player
+	5,  // 28: rally.realtime.v1.Presence.leaves:type_name -> rally.realtime.v1.Player
+	5,  // 29: rally.realtime.v1.Presence.dropped:type_name -> rally.realtime.v1.Player
+	5,  // 30: rally.realtime.v1.Presence.rejoined:type_name -> rally.realtime.v1.Player
+	17, // 31: rally.realtime.v1.StateFrame.messages:type_name -> rally.realtime.v1.Data
+	32, // [32:32] is the sub-list for method output_type
+	32, // [32:32] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_rally_realtime_v1_realtime_proto_init() }
@@ -1782,7 +1853,7 @@ func file_rally_realtime_v1_realtime_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rally_realtime_v1_realtime_proto_rawDesc), len(file_rally_realtime_v1_realtime_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   23,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

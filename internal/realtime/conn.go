@@ -1,0 +1,383 @@
+package realtime
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+
+	rtv1 "github.com/rallyhq/rally/api/proto/rally/realtime/v1"
+	"github.com/rallyhq/rally/internal/envelope"
+	"github.com/rallyhq/rally/internal/room"
+)
+
+// conn is one player's socket. The read loop (serve) decodes and
+// dispatches; the writer goroutine owns every write, so frames from rooms
+// are queued, never written from a room's goroutine.
+type conn struct {
+	s      *Server
+	ws     *websocket.Conn
+	player room.Player
+	json   bool
+	trace  context.Context // carries the connect span, parent of room spans
+
+	out        chan *room.Frame
+	kickOnce   sync.Once
+	kicked     chan struct{}
+	kickMsg    []byte
+	writerDone chan struct{}
+
+	// Read side, owned by serve.
+	buf    []byte
+	fast   envelope.Fast
+	full   rtv1.Envelope
+	tokens float64
+	last   time.Time
+	// lastRoom caches the room of the previous message: players send to
+	// one room at a time, so the map lookup is mostly skipped.
+	lastRoom *room.Room
+}
+
+func newConn(s *Server, ws *websocket.Conn, p room.Player, json bool, traceCtx context.Context) *conn {
+	return &conn{
+		s: s, ws: ws, player: p, json: json, trace: traceCtx,
+		out:        make(chan *room.Frame, s.limits.SendQueue),
+		kicked:     make(chan struct{}),
+		writerDone: make(chan struct{}),
+		buf:        make([]byte, s.limits.MaxFrameBytes+1),
+		tokens:     float64(s.limits.Burst),
+	}
+}
+
+// Send implements room.Conn.
+func (c *conn) Send(f *room.Frame) bool {
+	select {
+	case <-c.kicked:
+		return false
+	default:
+	}
+	select {
+	case c.out <- f:
+		return true
+	default:
+		return false
+	}
+}
+
+// Kick implements room.Conn: the error is written, then the socket closes.
+// Code unspecified closes without an error (the peer left, or a write
+// failed).
+func (c *conn) Kick(code rtv1.Error_Code, msg string) {
+	c.kickOnce.Do(func() {
+		if code != rtv1.Error_CODE_UNSPECIFIED {
+			c.kickMsg = envelope.AppendError(nil, 0, code, msg)
+		}
+		close(c.kicked)
+	})
+}
+
+// push queues a control envelope (responses, joins on resume).
+func (c *conn) push(env *rtv1.Envelope) {
+	f := room.NewFrame()
+	var err error
+	if f.B, err = envelope.Marshal(f.B, env, false); err != nil || !c.Send(f) {
+		f.Release()
+		if err == nil {
+			c.s.metrics.rejections.WithLabelValues("slow_consumer").Inc()
+			c.Kick(rtv1.Error_CODE_RATE_LIMITED, "too slow: send queue full")
+		}
+	}
+}
+
+func (c *conn) wait() { <-c.writerDone }
+
+// serve runs the connection until it ends.
+func (c *conn) serve(ctx context.Context) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go c.writeLoop(ctx)
+	go c.pingLoop(ctx)
+	c.last = time.Now()
+	for {
+		n, typ, err := c.read(ctx)
+		if err != nil {
+			if errors.Is(err, errTooLarge) {
+				c.s.metrics.rejections.WithLabelValues("too_large").Inc()
+				c.Kick(rtv1.Error_CODE_TOO_LARGE, err.Error())
+			}
+			break
+		}
+		if !c.allow() {
+			c.s.metrics.rejections.WithLabelValues("rate_limited").Inc()
+			c.Kick(rtv1.Error_CODE_RATE_LIMITED, "too many messages per second")
+			break
+		}
+		c.s.metrics.messagesIn.Inc()
+		if err := c.handle(ctx, c.buf[:n], typ); err != nil {
+			c.s.metrics.rejections.WithLabelValues("malformed").Inc()
+			c.Kick(rtv1.Error_CODE_MALFORMED, err.Error())
+			break
+		}
+	}
+	// Make the writer say why (if a kick is pending) and close the socket.
+	c.Kick(rtv1.Error_CODE_UNSPECIFIED, "")
+	c.wait()
+}
+
+var errTooLarge = errors.New("frame over the size limit")
+
+// read reads one message into c.buf without allocating.
+func (c *conn) read(ctx context.Context) (int, websocket.MessageType, error) {
+	typ, r, err := c.ws.Reader(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	n := 0
+	for n < len(c.buf) {
+		m, err := r.Read(c.buf[n:])
+		n += m
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			if n >= len(c.buf)-1 {
+				return n, typ, errTooLarge // the library's limit tripped right after ours
+			}
+			return n, typ, err
+		}
+	}
+	if n > c.s.limits.MaxFrameBytes {
+		return n, typ, errTooLarge
+	}
+	return n, typ, nil
+}
+
+// allow is a token bucket: MsgsPerSec sustained, Burst at once.
+func (c *conn) allow() bool {
+	now := time.Now()
+	c.tokens += now.Sub(c.last).Seconds() * float64(c.s.limits.MsgsPerSec)
+	c.last = now
+	if max := float64(c.s.limits.Burst); c.tokens > max {
+		c.tokens = max
+	}
+	if c.tokens < 1 {
+		return false
+	}
+	c.tokens--
+	return true
+}
+
+// handle dispatches one envelope. Errors it returns end the connection;
+// a failed request is answered with an Error instead.
+func (c *conn) handle(ctx context.Context, b []byte, typ websocket.MessageType) error {
+	if c.json || typ == websocket.MessageText {
+		c.full.Reset()
+		if err := envelope.Full(b, true, &c.full); err != nil {
+			return err
+		}
+		return c.handleFull(&c.full)
+	}
+	if err := envelope.DecodeFast(b, &c.fast); err != nil {
+		return err
+	}
+	switch c.fast.Kind {
+	case envelope.KindSendData:
+		return c.send(c.fast.CID, c.fast.RoomID, c.fast.Op, c.fast.Payload, c.fast.ToUsers)
+	case envelope.KindAckState:
+		if r := c.room(c.fast.RoomID); r != nil {
+			r.Ack(c.player.UserID, c.fast.Tick)
+		}
+		return nil
+	}
+	c.full.Reset()
+	if err := envelope.Full(b, false, &c.full); err != nil {
+		return err
+	}
+	return c.handleFull(&c.full)
+}
+
+func (c *conn) room(id []byte) *room.Room {
+	if r := c.lastRoom; r != nil && r.ID() == string(id) {
+		return r
+	}
+	r := c.s.rooms.Get(id)
+	if r != nil {
+		c.lastRoom = r
+	}
+	return r
+}
+
+// send is the hot path: a player's data to a relayed room or input to an
+// authoritative one.
+func (c *conn) send(cid uint32, roomID []byte, op uint32, payload []byte, to [][]byte) error {
+	r := c.room(roomID)
+	if r == nil {
+		c.replyError(cid, rtv1.Error_CODE_NOT_FOUND, "no such room")
+		return nil
+	}
+	var err error
+	if r.Authoritative() {
+		err = r.Input(c.player.UserID, op, payload)
+	} else {
+		err = r.Relay(c.player.UserID, op, payload, to)
+	}
+	if err != nil {
+		c.lastRoom = nil
+		c.replyError(cid, rtv1.Error_CODE_NOT_IN_ROOM, err.Error())
+	}
+	return nil
+}
+
+// handleFull serves the requests outside the hot path.
+func (c *conn) handleFull(env *rtv1.Envelope) error {
+	ctx := c.trace
+	cid := env.GetCid()
+	reply := func(resp *rtv1.Envelope, err error) {
+		if err != nil {
+			var re *room.Error
+			if errors.As(err, &re) {
+				c.replyError(cid, re.Code, re.Msg)
+			} else {
+				c.replyError(cid, rtv1.Error_CODE_INTERNAL, err.Error())
+			}
+			return
+		}
+		resp.Cid = cid
+		c.push(resp)
+	}
+	switch m := env.GetMessage().(type) {
+	case *rtv1.Envelope_CreateRoom:
+		j, err := c.s.rooms.Create(ctx, c.player, c, m.CreateRoom)
+		reply(&rtv1.Envelope{Message: &rtv1.Envelope_RoomJoined{RoomJoined: j}}, err)
+	case *rtv1.Envelope_JoinRoom:
+		j, err := c.s.rooms.Join(ctx, c.player, c, m.JoinRoom)
+		reply(&rtv1.Envelope{Message: &rtv1.Envelope_RoomJoined{RoomJoined: j}}, err)
+	case *rtv1.Envelope_LeaveRoom:
+		err := c.s.rooms.Leave(ctx, c.player, m.LeaveRoom.GetRoomId())
+		c.lastRoom = nil
+		reply(&rtv1.Envelope{Message: &rtv1.Envelope_RoomLeft{RoomLeft: &rtv1.RoomLeft{RoomId: m.LeaveRoom.GetRoomId()}}}, err)
+	case *rtv1.Envelope_ListRooms:
+		reply(&rtv1.Envelope{Message: &rtv1.Envelope_RoomList{RoomList: &rtv1.RoomList{Rooms: c.s.rooms.List(m.ListRooms)}}}, nil)
+	case *rtv1.Envelope_Ping:
+		reply(&rtv1.Envelope{Message: &rtv1.Envelope_Pong{Pong: &rtv1.Pong{
+			ClientTimeUnixNano: m.Ping.GetClientTimeUnixNano(), ServerTimeUnixNano: time.Now().UnixNano()}}}, nil)
+	case *rtv1.Envelope_SendData:
+		sd := m.SendData
+		to := make([][]byte, len(sd.GetToUsers()))
+		for i, u := range sd.GetToUsers() {
+			to[i] = []byte(u)
+		}
+		return c.send(cid, []byte(sd.GetRoomId()), sd.GetOp(), sd.GetPayload(), to)
+	case *rtv1.Envelope_AckState:
+		if r := c.room([]byte(m.AckState.GetRoomId())); r != nil {
+			r.Ack(c.player.UserID, m.AckState.GetTick())
+		}
+	case nil:
+		c.replyError(cid, rtv1.Error_CODE_BAD_REQUEST, "empty envelope")
+	default:
+		c.replyError(cid, rtv1.Error_CODE_BAD_REQUEST, "not a request a client can send")
+	}
+	return nil
+}
+
+func (c *conn) replyError(cid uint32, code rtv1.Error_Code, msg string) {
+	f := room.NewFrame()
+	f.B = envelope.AppendError(f.B, cid, code, msg)
+	if !c.Send(f) {
+		f.Release()
+	}
+}
+
+// writeLoop writes queued frames until the connection is kicked or fails;
+// then it writes the kick's error (if any) and closes the socket.
+func (c *conn) writeLoop(ctx context.Context) {
+	defer close(c.writerDone)
+	var jsonBuf []byte
+	write := func(b []byte) error {
+		if c.json {
+			var err error
+			if jsonBuf, err = envelope.ToJSON(jsonBuf[:0], b); err != nil {
+				return err
+			}
+			return c.ws.Write(ctx, websocket.MessageText, jsonBuf)
+		}
+		return c.ws.Write(ctx, websocket.MessageBinary, b)
+	}
+	for {
+		select {
+		case f := <-c.out:
+			err := write(f.B)
+			f.Release()
+			if err != nil {
+				c.Kick(rtv1.Error_CODE_UNSPECIFIED, "")
+				c.drain()
+				_ = c.ws.CloseNow()
+				return
+			}
+			c.s.metrics.framesOut.Inc()
+		case <-c.kicked:
+			c.drain()
+			status := websocket.StatusNormalClosure
+			if len(c.kickMsg) > 0 {
+				wctx, cancel := context.WithTimeout(context.Background(), c.s.limits.WriteTimeout)
+				_ = writeWith(wctx, c, c.kickMsg)
+				cancel()
+				status = websocket.StatusPolicyViolation
+			}
+			_ = c.ws.Close(status, "")
+			return
+		}
+	}
+}
+
+func writeWith(ctx context.Context, c *conn, b []byte) error {
+	if c.json {
+		out, err := envelope.ToJSON(nil, b)
+		if err != nil {
+			return err
+		}
+		return c.ws.Write(ctx, websocket.MessageText, out)
+	}
+	return c.ws.Write(ctx, websocket.MessageBinary, b)
+}
+
+// drain releases frames that will never be written.
+func (c *conn) drain() {
+	for {
+		select {
+		case f := <-c.out:
+			f.Release()
+		default:
+			return
+		}
+	}
+}
+
+// pingLoop keeps idle connections alive through proxies and detects dead
+// peers; a missed pong closes the socket.
+func (c *conn) pingLoop(ctx context.Context) {
+	if c.s.limits.PingInterval <= 0 {
+		return
+	}
+	t := time.NewTicker(c.s.limits.PingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.kicked:
+			return
+		case <-t.C:
+			pctx, cancel := context.WithTimeout(ctx, c.s.limits.PingInterval)
+			err := c.ws.Ping(pctx)
+			cancel()
+			if err != nil {
+				c.Kick(rtv1.Error_CODE_UNSPECIFIED, "")
+				return
+			}
+		}
+	}
+}

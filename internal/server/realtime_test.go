@@ -1,0 +1,347 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	rtv1 "github.com/rallyhq/rally/api/proto/rally/realtime/v1"
+	"github.com/rallyhq/rally/internal/room"
+	"github.com/rallyhq/rally/internal/roomevents"
+	"github.com/rallyhq/rally/sdk/go/rally"
+)
+
+// player authenticates a device and connects it.
+func player(t *testing.T, s *Server, name string, opts rally.Options) *rally.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	base := "http://" + s.Addrs().HTTP
+	sess, err := rally.AuthenticateDevice(ctx, base, "device-"+name+"-0123456789", name, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := rally.Dial(ctx, sess, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// eventually polls cond until it holds or the deadline passes; it waits on
+// the clock, not on a fixed sleep, and reports what it last saw.
+func eventually(t *testing.T, within time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	var last string
+	for time.Now().Before(deadline) {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		last = state
+		<-tick.C
+	}
+	t.Fatalf("%s: not within %s; last: %s", what, within, last)
+}
+
+func serverPositions(t *testing.T, s *Server, roomID string) map[uint32][2]float64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	raw, err := s.Rooms().Signal(ctx, roomID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var byID map[string][2]float64
+	if err := json.Unmarshal(raw, &byID); err != nil {
+		t.Fatal(err)
+	}
+	out := map[uint32][2]float64{}
+	for k, v := range byID {
+		id, _ := strconv.ParseUint(k, 10, 32)
+		out[uint32(id)] = v
+	}
+	return out
+}
+
+// converged reports whether a client's view matches the server's positions
+// to within the quantum.
+func converged(c *rally.Client, roomID string, want map[uint32][2]float64) (bool, string) {
+	got := c.State(roomID).Entities()
+	if len(got) != len(want) {
+		return false, fmt.Sprintf("%s sees %d entities, server has %d", c.UserID(), len(got), len(want))
+	}
+	for id, w := range want {
+		g, ok := got[id]
+		if !ok || math.Abs(g[0]-w[0]) > 0.006 || math.Abs(g[1]-w[1]) > 0.006 {
+			return false, fmt.Sprintf("%s entity %d at %v, server %v", c.UserID(), id, g, w)
+		}
+	}
+	return true, ""
+}
+
+// Three players join the example arena and move; one drops and reconnects;
+// everyone converges to the server's state; the room's history replays
+// from JetStream in order.
+func TestArenaGameWithReconnect(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Realtime.ReconnectHold = 10 * time.Second
+	s := startServer(t, cfg)
+	defer shutdown(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	var reconnected sync.WaitGroup
+	reconnected.Add(1)
+	alice := player(t, s, "alice", rally.Options{})
+	bob := player(t, s, "bob", rally.Options{OnReconnect: reconnected.Done})
+	carol := player(t, s, "carol", rally.Options{})
+
+	joined, err := alice.CreateRoom(ctx, &rtv1.CreateRoom{Handler: room.ArenaHandler, TickRate: 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	roomID := joined.GetRoom().GetId()
+	if len(joined.GetRoom().GetSchema()) != 2 {
+		t.Fatalf("schema not announced: %v", joined.GetRoom())
+	}
+	for _, c := range []*rally.Client{bob, carol} {
+		if _, err := c.JoinRoom(ctx, &rtv1.JoinRoom{RoomId: roomID}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Everyone moves in a different direction.
+	dirs := map[*rally.Client][2]float64{alice: {1, 0}, bob: {0, 1}, carol: {-1, -1}}
+	for c, d := range dirs {
+		if err := c.Send(roomID, room.ArenaOpMove, room.EncodeArenaMove(nil, d[0], d[1])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := serverPositions(t, s, roomID)
+	eventually(t, 10*time.Second, "players move", func() (bool, string) {
+		now := serverPositions(t, s, roomID)
+		moved := 0
+		for id, p := range now {
+			if p != start[id] {
+				moved++
+			}
+		}
+		return moved == 3, fmt.Sprint(now)
+	})
+
+	// Bob's connection dies; his seat is held and he comes back.
+	bob.Drop()
+	reconnected.Wait()
+	if err := bob.Send(roomID, room.ArenaOpMove, room.EncodeArenaMove(nil, 0, 0)); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*rally.Client{alice, carol} {
+		if err := c.Send(roomID, room.ArenaOpMove, room.EncodeArenaMove(nil, 0, 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Once everyone has stopped, every view equals the server's state.
+	eventually(t, 10*time.Second, "views converge", func() (bool, string) {
+		want := serverPositions(t, s, roomID)
+		for _, c := range []*rally.Client{alice, bob, carol} {
+			if ok, why := converged(c, roomID, want); !ok {
+				return false, why
+			}
+		}
+		return true, ""
+	})
+
+	for _, c := range []*rally.Client{alice, bob, carol} {
+		if err := c.LeaveRoom(ctx, roomID); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The history: created, three joins, bob dropped and rejoined, three
+	// leaves; per-room sequence numbers strictly increase.
+	var types []string
+	eventually(t, 10*time.Second, "events stored", func() (bool, string) {
+		types = types[:0]
+		var lastSeq uint64
+		err := s.Events().Replay(ctx, roomID, func(ev roomevents.Event) error {
+			if ev.Seq <= lastSeq {
+				return fmt.Errorf("seq %d after %d", ev.Seq, lastSeq)
+			}
+			lastSeq = ev.Seq
+			types = append(types, string(ev.Type))
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(types) >= 9, strings.Join(types, ",")
+	})
+	want := "room_created,player_joined,player_joined,player_joined,player_dropped,player_rejoined,player_left,player_left,player_left"
+	if got := strings.Join(types, ","); got != want {
+		t.Fatalf("history:\n got %s\nwant %s", got, want)
+	}
+}
+
+// A relayed room forwards data to the others, and a client that floods,
+// sends an oversized frame or garbage is cut off with an error while the
+// others notice nothing.
+func TestRelayAndGuards(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Realtime.MaxMsgsPerSec, cfg.Realtime.MsgBurst = 50, 50
+	cfg.Realtime.MaxFrameBytes = 1024
+	cfg.Realtime.ReconnectHold = 0
+	s := startServer(t, cfg)
+	defer shutdown(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	received := make(chan string, 1024)
+	listener := player(t, s, "listener", rally.Options{OnData: func(_, from string, _ uint32, p []byte) {
+		received <- from + ":" + string(p)
+	}, OnError: func(e *rtv1.Error) { received <- "ERROR " + e.GetMessage() }})
+	j, err := listener.CreateRoom(ctx, &rtv1.CreateRoom{Labels: map[string]string{"mode": "relay"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	roomID := j.GetRoom().GetId()
+
+	attacks := []struct {
+		name string
+		code rtv1.Error_Code
+		act  func(c *rally.Client) error
+	}{
+		{"flood", rtv1.Error_CODE_RATE_LIMITED, func(c *rally.Client) error {
+			for i := 0; i < 500; i++ {
+				if err := c.Send(roomID, 1, []byte("x")); err != nil {
+					return nil // cut off mid-flood: expected
+				}
+			}
+			return nil
+		}},
+		{"oversize", rtv1.Error_CODE_TOO_LARGE, func(c *rally.Client) error {
+			return c.Send(roomID, 1, make([]byte, 4096))
+		}},
+		{"garbage", rtv1.Error_CODE_MALFORMED, func(c *rally.Client) error {
+			return c.SendRaw(websocket.MessageBinary, []byte{0xff, 0xff, 0xff, 0x01})
+		}},
+	}
+	for _, a := range attacks {
+		t.Run(a.name, func(t *testing.T) {
+			errs := make(chan *rtv1.Error, 4)
+			bad := player(t, s, "bad"+a.name, rally.Options{DisableReconnect: true, OnError: func(e *rtv1.Error) { errs <- e }})
+			if _, err := bad.JoinRoom(ctx, &rtv1.JoinRoom{Labels: map[string]string{"mode": "relay"}}); err != nil {
+				t.Fatal(err)
+			}
+			if err := a.act(bad); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case e := <-errs:
+				if e.GetCode() != a.code {
+					t.Fatalf("error %v, want %v", e, a.code)
+				}
+			case <-ctx.Done():
+				t.Fatal("no error envelope")
+			}
+			select {
+			case <-bad.Done():
+			case <-ctx.Done():
+				t.Fatal("offender still connected")
+			}
+		})
+	}
+
+	// The listener is still connected and still served: a fresh player's
+	// message reaches it, and nothing else (no error) did.
+	good := player(t, s, "good", rally.Options{})
+	if _, err := good.JoinRoom(ctx, &rtv1.JoinRoom{RoomId: roomID}); err != nil {
+		t.Fatal(err)
+	}
+	if err := good.Send(roomID, 7, []byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		select {
+		case msg := <-received:
+			if strings.HasPrefix(msg, "ERROR") {
+				t.Fatalf("bystander got %q", msg)
+			}
+			if msg == good.UserID()+":hello" {
+				if _, err := listener.Ping(ctx); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			// Messages the flooder got through before the cut are fine.
+		case <-ctx.Done():
+			t.Fatal("relay did not deliver")
+		}
+	}
+}
+
+func TestJoinOrCreateByLabelAndList(t *testing.T) {
+	s := startServer(t, testConfig(t))
+	defer shutdown(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	a := player(t, s, "lista", rally.Options{})
+	b := player(t, s, "listb", rally.Options{})
+	req := &rtv1.JoinRoom{Labels: map[string]string{"mode": "duel"}, Create: &rtv1.CreateRoom{MaxPlayers: 2}}
+	ja, err := a.JoinRoom(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jb, err := b.JoinRoom(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ja.GetRoom().GetId() != jb.GetRoom().GetId() {
+		t.Fatalf("join-or-create made two rooms: %s %s", ja.GetRoom().GetId(), jb.GetRoom().GetId())
+	}
+	if len(jb.GetPlayers()) != 2 {
+		t.Fatalf("players %v", jb.GetPlayers())
+	}
+	c := player(t, s, "listc", rally.Options{})
+	if _, err := c.JoinRoom(ctx, &rtv1.JoinRoom{RoomId: ja.GetRoom().GetId()}); err == nil {
+		t.Fatal("joined a full room")
+	} else if se, ok := err.(*rally.ServerError); !ok || se.Code() != rtv1.Error_CODE_ROOM_FULL {
+		t.Fatalf("err %v", err)
+	}
+	rooms, err := c.ListRooms(ctx, &rtv1.ListRooms{Labels: map[string]string{"mode": "duel"}})
+	if err != nil || len(rooms) != 1 || rooms[0].GetPlayers() != 2 {
+		t.Fatalf("list: %v %v", rooms, err)
+	}
+	if _, err := c.JoinRoom(ctx, &rtv1.JoinRoom{Handler: room.ArenaHandler, Metadata: []byte("spectator-only"),
+		Create: &rtv1.CreateRoom{}}); err == nil {
+		t.Fatal("arena accepted a spectator")
+	}
+}
+
+func TestWebSocketNeedsAValidToken(t *testing.T) {
+	s := startServer(t, testConfig(t))
+	defer shutdown(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, tok := range []string{"", "garbage", "eyJhbGciOiJub25lIn0.eyJ1aWQiOiJ4In0."} {
+		_, resp, err := websocket.Dial(ctx, "ws://"+s.Addrs().HTTP+"/ws?token="+tok, nil)
+		if err == nil {
+			t.Fatalf("token %q accepted", tok)
+		}
+		if resp == nil || resp.StatusCode != 401 {
+			t.Fatalf("token %q: %v", tok, resp)
+		}
+	}
+}
