@@ -98,11 +98,11 @@ func (c *conn) wait() { <-c.writerDone }
 func (c *conn) serve(ctx context.Context) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go c.writeLoop(ctx)
+	go c.writeLoop()
 	go c.pingLoop(ctx)
 	c.last = time.Now()
 	for {
-		n, typ, err := c.read(ctx)
+		n, typ, err := c.read()
 		if err != nil {
 			if errors.Is(err, errTooLarge) {
 				c.s.metrics.rejections.WithLabelValues("too_large").Inc()
@@ -129,9 +129,15 @@ func (c *conn) serve(ctx context.Context) {
 
 var errTooLarge = errors.New("frame over the size limit")
 
+// noDeadline is the context of every socket read and write on the hot path:
+// the library arms a timer for any context that can be cancelled, which
+// costs allocations per message. Connections end by being closed instead
+// (Kick, shutdown, a failed ping).
+var noDeadline = context.Background()
+
 // read reads one message into c.buf without allocating.
-func (c *conn) read(ctx context.Context) (int, websocket.MessageType, error) {
-	typ, r, err := c.ws.Reader(ctx)
+func (c *conn) read() (int, websocket.MessageType, error) {
+	typ, r, err := c.ws.Reader(noDeadline)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -293,7 +299,7 @@ func (c *conn) replyError(cid uint32, code rtv1.Error_Code, msg string) {
 
 // writeLoop writes queued frames until the connection is kicked or fails;
 // then it writes the kick's error (if any) and closes the socket.
-func (c *conn) writeLoop(ctx context.Context) {
+func (c *conn) writeLoop() {
 	defer close(c.writerDone)
 	var jsonBuf []byte
 	write := func(b []byte) error {
@@ -302,9 +308,9 @@ func (c *conn) writeLoop(ctx context.Context) {
 			if jsonBuf, err = envelope.ToJSON(jsonBuf[:0], b); err != nil {
 				return err
 			}
-			return c.ws.Write(ctx, websocket.MessageText, jsonBuf)
+			return c.ws.Write(noDeadline, websocket.MessageText, jsonBuf)
 		}
-		return c.ws.Write(ctx, websocket.MessageBinary, b)
+		return c.ws.Write(noDeadline, websocket.MessageBinary, b)
 	}
 	for {
 		select {

@@ -25,16 +25,16 @@ func ParseOverflow(s string) (Overflow, error) {
 	return "", fmt.Errorf("room: unknown input overflow policy %q", s)
 }
 
-// inputQueue is one player's bounded queue of inputs between two ticks. Its
-// slots keep their payload buffers across ticks, so queuing copies into
-// memory that is already there.
+// inputQueue is one player's bounded queue of inputs between two ticks. It
+// has two sets of slots: one takes new inputs while the other is lent to
+// the tick in progress, so the logic's view stays intact while more inputs
+// arrive. Slots keep their payload buffers, so queuing copies into memory
+// that is already there.
 type inputQueue struct {
-	slots []inputSlot
-	head  int // index of the oldest queued input
-	n     int // queued inputs
-	// draining marks slots lent to the tick in progress; new inputs then
-	// go to fresh slots so the logic's view stays intact.
-	lent int
+	slots [2][]inputSlot
+	cur   int // the set taking new inputs
+	head  int // oldest queued input in slots[cur]
+	n     int // queued inputs in slots[cur]
 }
 
 type inputSlot struct {
@@ -43,46 +43,44 @@ type inputSlot struct {
 }
 
 func newInputQueue(capacity int) inputQueue {
-	return inputQueue{slots: make([]inputSlot, capacity)}
+	return inputQueue{slots: [2][]inputSlot{make([]inputSlot, capacity), make([]inputSlot, capacity)}}
 }
 
 // push queues an input; false means it (or an older one) was dropped by
 // the policy.
 func (q *inputQueue) push(op uint32, payload []byte, policy Overflow) bool {
-	size := len(q.slots) - q.lent
-	if q.n == size {
+	ring := q.slots[q.cur]
+	if q.n == len(ring) {
 		if policy != OverflowDropOldest {
 			return false
 		}
-		q.head = (q.head + 1) % len(q.slots)
+		q.head = (q.head + 1) % len(ring)
 		q.n--
-		q.set((q.head+q.n)%len(q.slots), op, payload)
+		q.set(ring, (q.head+q.n)%len(ring), op, payload)
 		q.n++
 		return false
 	}
-	q.set((q.head+q.n)%len(q.slots), op, payload)
+	q.set(ring, (q.head+q.n)%len(ring), op, payload)
 	q.n++
 	return true
 }
 
-func (q *inputQueue) set(i int, op uint32, payload []byte) {
-	s := &q.slots[i]
+func (q *inputQueue) set(ring []inputSlot, i int, op uint32, payload []byte) {
+	s := &ring[i]
 	s.op = op
 	s.payload = append(s.payload[:0], payload...)
 }
 
-// drain appends the queued inputs to dst (aliasing the slots' payloads)
-// and lends those slots to the tick until release.
+// drain appends the queued inputs to dst, aliasing their payloads, and
+// switches new inputs to the other set of slots. The drained slots stay
+// untouched until the next drain, which comes after the tick using them.
 func (q *inputQueue) drain(dst []Input, userID string) []Input {
+	ring := q.slots[q.cur]
 	for i := 0; i < q.n; i++ {
-		s := &q.slots[(q.head+i)%len(q.slots)]
+		s := &ring[(q.head+i)%len(ring)]
 		dst = append(dst, Input{UserID: userID, Op: s.op, Payload: s.payload})
 	}
-	q.lent = q.n
-	q.head = (q.head + q.n) % len(q.slots)
-	q.n = 0
+	q.cur ^= 1
+	q.head, q.n = 0, 0
 	return dst
 }
-
-// release ends the loan of the slots drained for the last tick.
-func (q *inputQueue) release() { q.lent = 0 }

@@ -233,9 +233,6 @@ func (r *Room) tick(tick uint32) {
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, s := range r.seats {
-		s.inputs.release()
-	}
 	if r.enc == nil {
 		r.flushMessagesLocked()
 		return
