@@ -46,10 +46,11 @@ type arenaPlayer struct {
 func NewArena() Logic { return &Arena{Size: 100, Speed: 5} }
 
 // Init implements Logic.
-func (a *Arena) Init(_ *Handle, _ []byte) (Settings, error) {
+func (a *Arena) Init(h *Handle, _ []byte) (Settings, error) {
 	a.players = map[string]*arenaPlayer{}
+	q := h.PositionQuantum()
 	return Settings{
-		Schema: statesync.Schema{{Name: "x", Quantum: 0.01}, {Name: "y", Quantum: 0.01}},
+		Schema: statesync.Schema{{Name: "x", Quantum: q}, {Name: "y", Quantum: q}},
 		Labels: map[string]string{"game": "arena"},
 	}, nil
 }

@@ -19,6 +19,10 @@ func (h *Handle) ID() string { return h.r.id }
 // TickRate returns the room's ticks per second.
 func (h *Handle) TickRate() int { return h.r.tickRate }
 
+// PositionQuantum is the server's configured precision for synchronised
+// positions (rooms.position_quantum).
+func (h *Handle) PositionQuantum() float64 { return h.r.m.cfg.PositionQuantum }
+
 // EntityID returns the state-sync entity id reserved for a seated player,
 // stable for as long as they hold the seat (also across reconnects).
 func (h *Handle) EntityID(userID string) (uint32, bool) {

@@ -37,6 +37,9 @@ type Config struct {
 	ReconnectHold   time.Duration
 	InputQueue      int
 	InputOverflow   Overflow
+	// PositionQuantum is the default precision of synchronised positions,
+	// for logic that asks the Handle for it.
+	PositionQuantum float64
 	// StateHistory is how many past ticks a room keeps to encode deltas
 	// against; a client whose acknowledgement is older gets a full snapshot.
 	StateHistory int
@@ -78,6 +81,9 @@ type Manager struct {
 func NewManager(cfg Config, handlers *Registry, events EventPublisher, reg prometheus.Registerer, log *slog.Logger) *Manager {
 	if cfg.StateHistory == 0 {
 		cfg.StateHistory = 64
+	}
+	if cfg.PositionQuantum <= 0 {
+		cfg.PositionQuantum = 0.01
 	}
 	return &Manager{
 		cfg: cfg, handlers: handlers, events: events, log: log,

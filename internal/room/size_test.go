@@ -24,10 +24,10 @@ func (m *movers) Init(h *Handle, _ []byte) (Settings, error) {
 	return Settings{Schema: statesync.Schema{{Name: "x", Quantum: 0.01}, {Name: "y", Quantum: 0.01}}}, nil
 }
 func (m *movers) JoinAttempt(*Handle, Player, []byte) (bool, string) { return true, "" }
-func (m *movers) Join(*Handle, Player)                                {}
-func (m *movers) Leave(*Handle, Player, string)                       {}
-func (m *movers) Terminate(*Handle, string)                           {}
-func (m *movers) Signal(*Handle, []byte) ([]byte, error)              { return nil, nil }
+func (m *movers) Join(*Handle, Player)                               {}
+func (m *movers) Leave(*Handle, Player, string)                      {}
+func (m *movers) Terminate(*Handle, string)                          {}
+func (m *movers) Signal(*Handle, []byte) ([]byte, error)             { return nil, nil }
 func (m *movers) Tick(h *Handle, _ uint32, _ []Input) {
 	m.tick++
 	for i := range m.n {

@@ -200,6 +200,7 @@ func (s *Server) startRealtime(ctx context.Context, mux *http.ServeMux) error {
 		DefaultTickRate: s.cfg.Rooms.DefaultTickRate, MaxPlayers: s.cfg.Rooms.MaxPlayers,
 		EmptyTimeout: s.cfg.Rooms.EmptyTimeout, ReconnectHold: s.cfg.Realtime.ReconnectHold,
 		InputQueue: s.cfg.Rooms.InputQueue, InputOverflow: overflow,
+		PositionQuantum: s.cfg.Rooms.PositionQuantum,
 	}, s.Handlers, events, s.Registry, s.log)
 	s.onStop("rooms", s.rooms.Close)
 
