@@ -169,7 +169,7 @@ func (m *Manager) newRoom(id string, req *rtv1.CreateRoom) (*Room, error) {
 		}
 		r.logic = factory()
 		r.handle = &Handle{r: r}
-		settings, err := r.logic.Init(r.handle, req.GetParams())
+		settings, err := initLogic(r, req.GetParams())
 		if err != nil {
 			return nil, errorf(rtv1.Error_CODE_BAD_REQUEST, "room init: %v", err)
 		}
@@ -220,6 +220,17 @@ func (m *Manager) newRoom(id string, req *rtv1.CreateRoom) (*Room, error) {
 	r.mu.Unlock()
 	m.log.Debug("room created", "room.id", id, "handler", r.handler, "tick_rate", r.tickRate)
 	return r, nil
+}
+
+// initLogic runs the logic's Init, turning a panic into an error.
+func initLogic(r *Room, params []byte) (settings Settings, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			r.m.metrics.logicPanics.Inc()
+			err = fmt.Errorf("panic in Init: %v", v)
+		}
+	}()
+	return r.logic.Init(r.handle, params)
 }
 
 func roomData(r *Room) []byte {

@@ -17,6 +17,7 @@ type metrics struct {
 	slowConsumers prometheus.Counter
 	tickSeconds   prometheus.Histogram
 	tickOverruns  prometheus.Counter
+	logicPanics   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -52,10 +53,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		tickOverruns: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rally_room_tick_overruns_total", Help: "Ticks that took longer than the tick period.",
 		}),
+		logicPanics: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rally_room_logic_panics_total", Help: "Panics in room logic; each closes its room.",
+		}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.rooms, m.players, m.joins, m.held, m.inputsDropped, m.relayed, m.frames,
-			m.slowConsumers, m.tickSeconds, m.tickOverruns)
+			m.slowConsumers, m.tickSeconds, m.tickOverruns, m.logicPanics)
 	}
 	return m
 }

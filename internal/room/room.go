@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -187,11 +188,11 @@ func (r *Room) run() {
 		case <-r.quit:
 			return
 		case fn := <-r.ctl:
-			fn()
+			r.safely(fn)
 		case <-t.C:
 			tick++
 			start := time.Now()
-			r.tick(tick)
+			r.safely(func() { r.tick(tick) })
 			d := time.Since(start)
 			r.m.metrics.tickSeconds.Observe(d.Seconds())
 			if d > period {
@@ -201,11 +202,25 @@ func (r *Room) run() {
 	}
 }
 
+// safely runs game code so that a panic in it closes this room instead of
+// the whole server.
+func (r *Room) safely(fn func()) {
+	defer func() {
+		if v := recover(); v != nil {
+			r.m.metrics.logicPanics.Inc()
+			r.m.log.Error("room logic panicked; closing the room", "room.id", r.id, "handler", r.handler,
+				"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			go r.m.closeRoom(r, "internal error")
+		}
+	}()
+	fn()
+}
+
 // do runs fn on the room goroutine and waits for it.
 func (r *Room) do(ctx context.Context, fn func()) error {
 	done := make(chan struct{})
 	select {
-	case r.ctl <- func() { fn(); close(done) }:
+	case r.ctl <- func() { defer close(done); fn() }:
 	case <-r.done:
 		return errClosed
 	case <-ctx.Done():

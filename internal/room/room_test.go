@@ -236,3 +236,33 @@ func TestFrameRefcount(t *testing.T) {
 	}()
 	f.Release()
 }
+
+// panicky is logic with a bug in its tick.
+type panicky struct{ movers }
+
+func (p *panicky) Tick(*Handle, uint32, []Input) { panic("bug in game code") }
+
+// A panic in game logic closes that room, not the server.
+func TestLogicPanicClosesOnlyItsRoom(t *testing.T) {
+	m, _ := newTestManager(Config{})
+	if err := m.handlers.Register("panicky", func() Logic { return &panicky{} }); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	c := newRecorder()
+	if _, err := m.Create(ctx, Player{UserID: "a"}, c, &rtv1.CreateRoom{Handler: "panicky", TickRate: 100}); err != nil {
+		t.Fatal(err)
+	}
+	closed := c.waitFor(t, "room closed", func(e *rtv1.Envelope) bool { return e.GetRoomClosed() != nil })
+	if closed.GetRoomClosed().GetReason() != "internal error" {
+		t.Fatalf("reason %q", closed.GetRoomClosed().GetReason())
+	}
+	if got := testutil.ToFloat64(m.metrics.logicPanics); got < 1 {
+		t.Fatalf("panics counted: %v", got)
+	}
+	// The manager still serves other rooms.
+	if _, err := m.Create(ctx, Player{UserID: "b"}, newRecorder(), &rtv1.CreateRoom{Handler: ArenaHandler}); err != nil {
+		t.Fatal(err)
+	}
+	_ = m.Close(ctx)
+}
