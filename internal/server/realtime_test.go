@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"google.golang.org/protobuf/proto"
 
 	rtv1 "github.com/rallyhq/rally/api/proto/rally/realtime/v1"
 	"github.com/rallyhq/rally/internal/room"
@@ -343,5 +344,59 @@ func TestWebSocketNeedsAValidToken(t *testing.T) {
 		if resp == nil || resp.StatusCode != 401 {
 			t.Fatalf("token %q: %v", tok, resp)
 		}
+	}
+}
+
+// A client's trace continues into the socket's spans, which carry the
+// session, player and room ids.
+func TestRealtimeSpansCarryIDs(t *testing.T) {
+	rec, endpoint := startReceiver(t)
+	cfg := testConfig(t)
+	cfg.Telemetry.OTLPEndpoint, cfg.Telemetry.OTLPInsecure = endpoint, true
+	s := startServer(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	sess, err := rally.AuthenticateDevice(ctx, "http://"+s.Addrs().HTTP, "device-traced-0123456789", "traced", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const traceID = "0af7651916cd43dd8448eb211c80319c"
+	ws, _, err := websocket.Dial(ctx, "ws://"+s.Addrs().HTTP+"/ws?token="+sess.Token, &websocket.DialOptions{
+		HTTPHeader: map[string][]string{"Traceparent": {"00-" + traceID + "-b7ad6b7169203331-01"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := proto.Marshal(&rtv1.Envelope{Cid: 1, Message: &rtv1.Envelope_CreateRoom{CreateRoom: &rtv1.CreateRoom{}}})
+	if err := ws.Write(ctx, websocket.MessageBinary, b); err != nil {
+		t.Fatal(err)
+	}
+	var roomID string
+	for roomID == "" {
+		_, msg, err := ws.Read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var env rtv1.Envelope
+		if proto.Unmarshal(msg, &env) == nil && env.GetRoomJoined() != nil {
+			roomID = env.GetRoomJoined().GetRoom().GetId()
+		}
+	}
+	_ = ws.Close(websocket.StatusNormalClosure, "")
+	shutdown(t, s) // flushes spans
+
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for _, name := range []string{"realtime.connect", "room.create"} {
+		if rec.trace[name] != traceID {
+			t.Errorf("%s: trace %q, want the client's %s", name, rec.trace[name], traceID)
+		}
+		a := rec.attrs[name]
+		if a["player.id"] != sess.UserID || a["session.id"] == "" {
+			t.Errorf("%s attributes: %v", name, a)
+		}
+	}
+	if rec.attrs["room.create"]["room.id"] != roomID {
+		t.Errorf("room.create room.id = %q, want %q", rec.attrs["room.create"]["room.id"], roomID)
 	}
 }

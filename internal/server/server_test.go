@@ -24,6 +24,8 @@ type receiver struct {
 	collectorpb.UnimplementedTraceServiceServer
 	mu    sync.Mutex
 	spans map[string]string // trace id (hex) -> span name
+	attrs map[string]map[string]string // span name -> string attributes
+	trace map[string]string            // span name -> trace id (hex)
 	got   chan struct{}
 }
 
@@ -34,6 +36,11 @@ func (r *receiver) Export(_ context.Context, req *collectorpb.ExportTraceService
 		for _, ss := range rs.ScopeSpans {
 			for _, sp := range ss.Spans {
 				r.spans[hex.EncodeToString(sp.TraceId)] = sp.Name
+				r.trace[sp.Name] = hex.EncodeToString(sp.TraceId)
+				r.attrs[sp.Name] = map[string]string{}
+				for _, kv := range sp.Attributes {
+					r.attrs[sp.Name][kv.Key] = kv.Value.GetStringValue()
+				}
 			}
 		}
 	}
@@ -50,7 +57,8 @@ func startReceiver(t *testing.T) (*receiver, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := &receiver{spans: map[string]string{}, got: make(chan struct{}, 1)}
+	rec := &receiver{spans: map[string]string{}, attrs: map[string]map[string]string{},
+		trace: map[string]string{}, got: make(chan struct{}, 1)}
 	srv := grpc.NewServer()
 	collectorpb.RegisterTraceServiceServer(srv, rec)
 	go func() { _ = srv.Serve(ln) }()
