@@ -23,7 +23,7 @@ import (
 type receiver struct {
 	collectorpb.UnimplementedTraceServiceServer
 	mu    sync.Mutex
-	spans map[string]string // trace id (hex) -> span name
+	spans map[string]string            // trace id (hex) -> span name
 	attrs map[string]map[string]string // span name -> string attributes
 	trace map[string]string            // span name -> trace id (hex)
 	got   chan struct{}
