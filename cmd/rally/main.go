@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -190,5 +191,60 @@ func benchCmd() *cobra.Command {
 		return nil
 	}
 	cmd.AddCommand(cold)
+	cmd.AddCommand(syncCmd())
+	return cmd
+}
+
+func syncCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "sync",
+		Short: "Load realtime rooms with many clients; report input-to-peer latency, throughput and server resources",
+		Args:  cobra.NoArgs,
+	}
+	var opts bench.SyncOptions
+	f := cmd.Flags()
+	f.StringVar(&opts.Target, "target", "", "base URL of a running server (http://host:port); empty starts --binary")
+	f.StringVar(&opts.Binary, "binary", "", "rally binary to start when --target is empty (default: this one)")
+	f.IntVar(&opts.Clients, "clients", 500, "simulated players")
+	f.IntVar(&opts.RoomSize, "room-size", 10, "players per room")
+	f.IntVar(&opts.Payload, "payload", 128, "input payload bytes")
+	f.Float64Var(&opts.Rate, "rate", 16.8, "inputs per second per client")
+	f.DurationVar(&opts.Duration, "duration", 20*time.Second, "measured window")
+	f.DurationVar(&opts.Warmup, "warmup", 3*time.Second, "load before the measured window, not counted")
+	f.StringVar(&opts.Mode, "mode", bench.SyncRelayed, "room kind: relayed or authoritative (the arena)")
+	f.IntVar(&opts.TickRate, "tick-rate", 30, "ticks per second of authoritative rooms")
+	f.StringVar(&opts.JSONFile, "json", "", "also write the result as JSON to this file")
+	f.IntVar(&opts.ConnectConcurrency, "connect-concurrency", 50, "concurrent logins, dials and joins")
+	cpuProfile := f.String("cpuprofile", "", "write the load generator's CPU profile to this file")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if *cpuProfile != "" {
+			out, err := os.Create(*cpuProfile)
+			if err != nil {
+				return err
+			}
+			defer out.Close()
+			if err := pprof.StartCPUProfile(out); err != nil {
+				return err
+			}
+			defer pprof.StopCPUProfile()
+		}
+		if opts.Target == "" && opts.Binary == "" {
+			exe, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			opts.Binary = exe
+		}
+		opts.Progress = os.Stderr
+		// Ctrl-C ends the run cleanly, stopping a server the bench started.
+		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		res, err := bench.Sync(ctx, opts)
+		if err != nil {
+			return err
+		}
+		res.WriteTable(os.Stdout)
+		return nil
+	}
 	return cmd
 }
