@@ -20,6 +20,7 @@ import (
 type conn struct {
 	s      *Server
 	ws     *websocket.Conn
+	batch  *batchWriter
 	player room.Player
 	json   bool
 	trace  context.Context // carries the connect span, parent of room spans
@@ -41,9 +42,9 @@ type conn struct {
 	lastRoom *room.Room
 }
 
-func newConn(s *Server, ws *websocket.Conn, p room.Player, json bool, traceCtx context.Context) *conn {
+func newConn(s *Server, ws *websocket.Conn, batch *batchWriter, p room.Player, json bool, traceCtx context.Context) *conn {
 	return &conn{
-		s: s, ws: ws, player: p, json: json, trace: traceCtx,
+		s: s, ws: ws, batch: batch, player: p, json: json, trace: traceCtx,
 		out:        make(chan *room.Frame, s.limits.SendQueue),
 		kicked:     make(chan struct{}),
 		writerDone: make(chan struct{}),
@@ -312,18 +313,38 @@ func (c *conn) writeLoop() {
 		}
 		return c.ws.Write(noDeadline, websocket.MessageBinary, b)
 	}
+	fail := func() {
+		c.Kick(rtv1.Error_CODE_UNSPECIFIED, "")
+		c.drain()
+		_ = c.ws.CloseNow()
+	}
 	for {
 		select {
 		case f := <-c.out:
-			err := write(f.B)
-			f.Release()
-			if err != nil {
-				c.Kick(rtv1.Error_CODE_UNSPECIFIED, "")
-				c.drain()
-				_ = c.ws.CloseNow()
+			// Everything already queued behind f goes out in the same
+			// system call (see batchWriter).
+			c.batch.begin()
+			n := 0
+			for f != nil {
+				err := write(f.B)
+				f.Release()
+				if err != nil {
+					_ = c.batch.end()
+					fail()
+					return
+				}
+				n++
+				select {
+				case f = <-c.out:
+				default:
+					f = nil
+				}
+			}
+			if err := c.batch.end(); err != nil {
+				fail()
 				return
 			}
-			c.s.metrics.framesOut.Inc()
+			c.s.metrics.framesOut.Add(float64(n))
 		case <-c.kicked:
 			c.drain()
 			status := websocket.StatusNormalClosure

@@ -86,7 +86,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, span := s.tracer.Start(parent, "realtime.connect", trace.WithAttributes(
 		attribute.String("player.id", player.UserID), attribute.String("session.id", player.SessionID),
 		attribute.String("realtime.format", format)))
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	hr := &hijackResponse{ResponseWriter: w}
+	ws, err := websocket.Accept(hr, r, &websocket.AcceptOptions{
 		// Sessions are bearer tokens, never cookies, so a page from another
 		// origin gains nothing by opening a socket: origins are not checked.
 		InsecureSkipVerify: true,
@@ -100,7 +101,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// has to let one byte more than ours through so we can report it.
 	ws.SetReadLimit(int64(s.limits.MaxFrameBytes) + 1)
 
-	c := newConn(s, ws, player, format == "json", trace.ContextWithSpanContext(context.Background(), span.SpanContext()))
+	c := newConn(s, ws, hr.batch, player, format == "json", trace.ContextWithSpanContext(context.Background(), span.SpanContext()))
 	span.End()
 	if !s.register(c) {
 		c.Kick(rtv1.Error_CODE_SHUTTING_DOWN, "server shutting down")

@@ -41,8 +41,12 @@ type Options struct {
 	MaxBackoff time.Duration
 	// JSON speaks the protojson form instead of binary protobuf.
 	JSON bool
-	// AckEvery acknowledges every n-th applied state frame (default 1).
-	AckEvery int
+	// AckInterval spaces state acknowledgements: the client acks the newest
+	// applied frame at most this often per room (default 100 ms; negative
+	// acks every frame). Deltas stay correct either way, since the server
+	// encodes against whatever was acked; rarer acks save a message and a
+	// system call per frame on both ends for slightly larger deltas.
+	AckInterval time.Duration
 }
 
 // Client is a realtime connection to Rally that survives drops.
@@ -50,25 +54,25 @@ type Client struct {
 	sess *Session
 	opts Options
 
-	mu       sync.Mutex
-	ws       *websocket.Conn
-	pending  map[uint32]chan *rtv1.Envelope
-	rooms    map[string]*RoomState
-	closed   bool
-	connGen  int
-	cid      atomic.Uint32
-	writeMu  sync.Mutex
-	done     chan struct{}
-	lastErr  atomic.Pointer[rtv1.Error]
-	sendBuf  []byte
-	frameCnt int
+	mu      sync.Mutex
+	ws      *websocket.Conn
+	pending map[uint32]chan *rtv1.Envelope
+	rooms   map[string]*RoomState
+	closed  bool
+	connGen int
+	cid     atomic.Uint32
+	writeMu sync.Mutex
+	done    chan struct{}
+	lastErr atomic.Pointer[rtv1.Error]
+	sendBuf []byte
 }
 
 // RoomState is the client's view of an authoritative room's entities.
 type RoomState struct {
-	Room *rtv1.Room
-	mu   sync.RWMutex
-	dec  *statesync.Decoder
+	Room    *rtv1.Room
+	mu      sync.RWMutex
+	dec     *statesync.Decoder
+	lastAck time.Time // reader goroutine only
 }
 
 // Tick returns the tick the view shows.
@@ -117,8 +121,8 @@ func Dial(ctx context.Context, sess *Session, opts Options) (*Client, error) {
 	if opts.MaxBackoff == 0 {
 		opts.MaxBackoff = 5 * time.Second
 	}
-	if opts.AckEvery <= 0 {
-		opts.AckEvery = 1
+	if opts.AckInterval == 0 {
+		opts.AckInterval = 100 * time.Millisecond
 	}
 	c := &Client{sess: sess, opts: opts, pending: map[uint32]chan *rtv1.Envelope{}, rooms: map[string]*RoomState{}, done: make(chan struct{})}
 	ws, err := c.dial(ctx)
@@ -255,16 +259,14 @@ func (c *Client) applyFrame(f *rtv1.StateFrame) {
 	if rs == nil {
 		return
 	}
-	if rs.dec != nil && len(f.GetData()) > 0 || rs.dec != nil && f.GetTick() > 0 {
+	if rs.dec != nil && f.GetTick() > 0 {
 		rs.mu.Lock()
 		err := rs.dec.Apply(f.GetTick(), f.GetBaseTick(), f.GetData())
 		rs.mu.Unlock()
 		if err == nil {
-			c.mu.Lock()
-			c.frameCnt++
-			ack := c.frameCnt%c.opts.AckEvery == 0
-			c.mu.Unlock()
-			if ack {
+			now := time.Now()
+			if now.Sub(rs.lastAck) >= c.opts.AckInterval {
+				rs.lastAck = now
 				_ = c.write(&rtv1.Envelope{Message: &rtv1.Envelope_AckState{AckState: &rtv1.AckState{RoomId: f.GetRoomId(), Tick: f.GetTick()}}})
 			}
 		}
