@@ -36,7 +36,7 @@ type Config struct {
 	ListenAll bool `koanf:"listen_all"`
 
 	Log       Log       `koanf:"log"`
-	HTTP      Listener  `koanf:"http"`
+	HTTP      HTTP      `koanf:"http"`
 	GRPC      Listener  `koanf:"grpc"`
 	NATS      NATS      `koanf:"nats"`
 	Store     Store     `koanf:"store"`
@@ -104,6 +104,14 @@ type Listener struct {
 	Addr string `koanf:"addr"`
 }
 
+// HTTP is the HTTP listener and its optional debug endpoints.
+type HTTP struct {
+	Addr string `koanf:"addr"`
+	// Pprof serves Go's profiler under /debug/pprof/. Keep it off on ports
+	// the internet reaches.
+	Pprof bool `koanf:"pprof"`
+}
+
 // NATS selects between the embedded NATS server and an external one.
 type NATS struct {
 	// URL of an external NATS server or cluster (comma-separated). Empty runs
@@ -152,6 +160,7 @@ var defaults = map[string]any{
 	"log.format":              "auto",
 	"log.level":               "info",
 	"http.addr":               "127.0.0.1:7350",
+	"http.pprof":              false,
 	"grpc.addr":               "127.0.0.1:7349",
 	"nats.url":                "",
 	"nats.addr":               "127.0.0.1:4222",

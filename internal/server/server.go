@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"path/filepath"
 	"time"
 
@@ -241,6 +242,13 @@ func openStore(cfg config.Config) (store.Store, error) {
 func (s *Server) startHTTP(mux *http.ServeMux) {
 	mux.Handle("GET /healthz", s.health.LiveHandler())
 	mux.Handle("GET /readyz", s.health.ReadyHandler())
+	if s.cfg.HTTP.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{
 		Registry: s.Registry, EnableOpenMetrics: true,
 	}))
