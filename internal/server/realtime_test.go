@@ -400,3 +400,41 @@ func TestRealtimeSpansCarryIDs(t *testing.T) {
 		t.Errorf("room.create room.id = %q, want %q", rec.attrs["room.create"]["room.id"], roomID)
 	}
 }
+
+// A JSON client and a protobuf client share a room: the same protocol in
+// either encoding.
+func TestJSONAndProtobufClientsTogether(t *testing.T) {
+	s := startServer(t, testConfig(t))
+	defer shutdown(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	got := make(chan string, 4)
+	js := player(t, s, "jsonplayer", rally.Options{JSON: true, OnData: func(_, from string, op uint32, p []byte) {
+		got <- fmt.Sprintf("json got %d:%s", op, p)
+	}})
+	pb := player(t, s, "pbplayer", rally.Options{OnData: func(_, from string, op uint32, p []byte) {
+		got <- fmt.Sprintf("pb got %d:%s", op, p)
+	}})
+	j, err := js.CreateRoom(ctx, &rtv1.CreateRoom{Labels: map[string]string{"enc": "mixed"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pb.JoinRoom(ctx, &rtv1.JoinRoom{RoomId: j.GetRoom().GetId()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := js.Send(j.GetRoom().GetId(), 3, []byte("from json")); err != nil {
+		t.Fatal(err)
+	}
+	if err := pb.Send(j.GetRoom().GetId(), 4, []byte("from pb")); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{"pb got 3:from json": true, "json got 4:from pb": true}
+	for len(want) > 0 {
+		select {
+		case m := <-got:
+			delete(want, m)
+		case <-ctx.Done():
+			t.Fatalf("missing %v", want)
+		}
+	}
+}
