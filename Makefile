@@ -41,5 +41,6 @@ image: build ## OCI image from scratch, no Docker engine needed
 clean:
 	rm -rf bin dist
 
-proto: ## regenerate Go from api/proto (needs protoc and protoc-gen-go)
-	protoc -I api/proto --go_out=api/proto --go_opt=paths=source_relative $$(find api/proto -name '*.proto')
+proto: ## regenerate Go from api/proto (needs protoc, protoc-gen-go, protoc-gen-go-grpc)
+	protoc -I api/proto --go_out=api/proto --go_opt=paths=source_relative \
+	  --go-grpc_out=api/proto --go-grpc_opt=paths=source_relative $$(find api/proto -name '*.proto')
