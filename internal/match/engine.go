@@ -1,0 +1,480 @@
+// Package match is Rally's matchmaker: tickets wait in pools indexed by
+// rating; every pass, each waiting ticket (oldest first) looks for the
+// nearest compatible tickets within its queue's rating window, latency and
+// distance limits, which widen with its wait; a full group is claimed
+// atomically from the pool (so a ticket is in at most one match, even with
+// several replicas sharing a Redis pool) and handed to an Allocator.
+package match
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// UpdateKind says what happened to a ticket.
+type UpdateKind int
+
+const (
+	Queued UpdateKind = iota + 1
+	Widened
+	Matched
+	Cancelled
+	Expired
+)
+
+func (k UpdateKind) String() string {
+	return [...]string{"", "queued", "widened", "matched", "cancelled", "expired"}[k]
+}
+
+// Terminal reports whether no update follows this one.
+func (k UpdateKind) Terminal() bool { return k >= Matched }
+
+// Update is one event in a ticket's life.
+type Update struct {
+	Kind     UpdateKind
+	TicketID string
+	Ticket   *Ticket // may be nil for cancel/expire of a ticket not held locally
+	// The search limits in force (Queued, Widened).
+	RatingWindow float64
+	MaxLatencyMS float64
+	GeoKM        float64
+	Assignment   *Assignment // Matched
+	Reason       string
+}
+
+// Match is a group of tickets the engine claimed together.
+type Match struct {
+	ID      string
+	Queue   *Queue
+	Tickets []*Ticket
+	// Teams lists user ids per team (one per player in free-for-all).
+	Teams  [][]string
+	Region string
+	// Spread is the highest minus the lowest ticket rating.
+	Spread float64
+}
+
+// Assignment is where a match plays.
+type Assignment struct {
+	MatchID    string
+	RoomID     string
+	Connection string
+	// Reservations maps each user to the token that holds their seat.
+	Reservations map[string]string
+	Teams        [][]string
+	Region       string
+}
+
+// Allocator places a match: the built-in one creates a Rally room; a
+// dedicated-server allocator (the Kubernetes operator) can replace it.
+type Allocator interface {
+	Allocate(ctx context.Context, m *Match) (*Assignment, error)
+}
+
+// Options configures an Engine.
+type Options struct {
+	// Now is the clock; tests inject one.
+	Now func() time.Time
+	// Seed makes ids and tie-breaks reproducible under test.
+	Seed uint64
+	// Notify receives every update; it must not block.
+	Notify func(Update)
+	// AnchorsPerPass bounds the tickets each pool key considers per pass.
+	AnchorsPerPass int
+	Registerer     prometheus.Registerer
+	Log            *slog.Logger
+}
+
+// Engine matches tickets. Several engines (replicas) may share one Pool.
+type Engine struct {
+	queues map[string]*Queue
+	pool   Pool
+	alloc  Allocator
+	opts   Options
+	log    *slog.Logger
+	m      *metrics
+
+	mu     sync.Mutex // one pass at a time; guards rng and widened
+	rng    *rand.Rand
+	widest map[string]int // ticket id -> widening step announced
+}
+
+// NewEngine returns an engine for rules over pool.
+func NewEngine(rules *Rules, pool Pool, alloc Allocator, opts Options) *Engine {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Notify == nil {
+		opts.Notify = func(Update) {}
+	}
+	if opts.AnchorsPerPass == 0 {
+		opts.AnchorsPerPass = 2000
+	}
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	if opts.Seed == 0 {
+		opts.Seed = uint64(time.Now().UnixNano())
+	}
+	e := &Engine{
+		queues: map[string]*Queue{}, pool: pool, alloc: alloc, opts: opts, log: opts.Log,
+		m:      newMetrics(opts.Registerer),
+		rng:    rand.New(rand.NewPCG(opts.Seed, opts.Seed^0x9e3779b97f4a7c15)),
+		widest: map[string]int{},
+	}
+	for _, q := range rules.Queues {
+		e.queues[q.Name] = q
+	}
+	return e
+}
+
+// Queue returns a queue's rules.
+func (e *Engine) Queue(name string) (*Queue, bool) {
+	q, ok := e.queues[name]
+	return q, ok
+}
+
+// ErrInvalidTicket wraps every reason a ticket is refused.
+var ErrInvalidTicket = errors.New("match: invalid ticket")
+
+// NewID returns a fresh random id (reproducible with a fixed seed).
+func (e *Engine) NewID() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return fmt.Sprintf("%016x", e.rng.Uint64())
+}
+
+// Submit validates a ticket against its queue and queues it.
+func (e *Engine) Submit(ctx context.Context, t *Ticket) error {
+	q, ok := e.queues[t.Queue]
+	if !ok {
+		return fmt.Errorf("%w: no queue %q", ErrInvalidTicket, t.Queue)
+	}
+	if err := q.admit(t); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidTicket, err)
+	}
+	if t.ID == "" {
+		t.ID = e.NewID()
+	}
+	t.Created = e.opts.Now()
+	var sum float64
+	for _, p := range t.Players {
+		sum += p.Mu
+	}
+	t.Rating = sum / float64(len(t.Players))
+	t.PoolKey = poolKey(q, t)
+	if err := e.pool.Add(ctx, t); err != nil {
+		return err
+	}
+	e.m.submitted.WithLabelValues(q.Name).Inc()
+	lat, _ := q.Latency.At(0)
+	geo, _ := q.GeoKM.At(0)
+	e.opts.Notify(Update{Kind: Queued, TicketID: t.ID, Ticket: t, RatingWindow: q.Rating.Initial, MaxLatencyMS: lat, GeoKM: geo})
+	return nil
+}
+
+// poolKey pools a queue's tickets by the values of its "same" attributes.
+func poolKey(q *Queue, t *Ticket) string {
+	if len(q.Same) == 0 {
+		return q.Name
+	}
+	var b strings.Builder
+	b.WriteString(q.Name)
+	for _, a := range q.Same {
+		b.WriteByte('|')
+		b.WriteString(t.Strings[a])
+	}
+	return b.String()
+}
+
+func queueOf(poolKey string) string {
+	name, _, _ := strings.Cut(poolKey, "|")
+	return name
+}
+
+// Cancel withdraws a waiting ticket; false means it was no longer waiting
+// (already matched, cancelled or expired).
+func (e *Engine) Cancel(ctx context.Context, id string) (bool, error) {
+	ok, err := e.pool.Remove(ctx, id)
+	if err != nil || !ok {
+		return false, err
+	}
+	e.forget(id)
+	e.m.ended.WithLabelValues("cancelled").Inc()
+	e.opts.Notify(Update{Kind: Cancelled, TicketID: id, Reason: "cancelled by the player"})
+	return true, nil
+}
+
+func (e *Engine) forget(id string) {
+	e.mu.Lock()
+	delete(e.widest, id)
+	e.mu.Unlock()
+}
+
+// Run makes a pass every interval until ctx ends.
+func (e *Engine) Run(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := e.Pass(ctx); err != nil && ctx.Err() == nil {
+				e.log.Warn("matchmaking pass failed", "err", err)
+			}
+		}
+	}
+}
+
+// Pass runs one matching pass over every pool and returns the matches made.
+func (e *Engine) Pass(ctx context.Context) (int, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	start := time.Now()
+	keys, err := e.pool.Keys(ctx)
+	if err != nil {
+		return 0, err
+	}
+	sort.Strings(keys) // deterministic order under test
+	made := 0
+	for _, key := range keys {
+		q, ok := e.queues[queueOf(key)]
+		if !ok {
+			continue
+		}
+		n, err := e.passPool(ctx, q, key)
+		made += n
+		if err != nil {
+			return made, err
+		}
+	}
+	e.m.passSeconds.Observe(time.Since(start).Seconds())
+	return made, nil
+}
+
+func (e *Engine) passPool(ctx context.Context, q *Queue, key string) (int, error) {
+	anchors, err := e.pool.Oldest(ctx, key, e.opts.AnchorsPerPass)
+	if err != nil {
+		return 0, err
+	}
+	now := e.opts.Now()
+	need, least := q.Players()
+	taken := map[string]bool{}
+	made := 0
+	for _, a := range anchors {
+		if taken[a.ID] {
+			continue
+		}
+		wait := now.Sub(a.Created)
+		if wait >= q.MaxWait.D() {
+			if ok, err := e.pool.Remove(ctx, a.ID); err == nil && ok {
+				delete(e.widest, a.ID)
+				e.m.ended.WithLabelValues("expired").Inc()
+				e.opts.Notify(Update{Kind: Expired, TicketID: a.ID, Ticket: a,
+					Reason: fmt.Sprintf("no match within %s", q.MaxWait.D())})
+			}
+			continue
+		}
+		window, rStep := q.Rating.At(wait)
+		latency, lStep := q.Latency.At(wait)
+		geo, gStep := q.GeoKM.At(wait)
+		// Steps only grow; a ticket seen for the first time here (queued
+		// by another replica, or before a restart) is not announced.
+		step := rStep + lStep + gStep
+		if prev, seen := e.widest[a.ID]; !seen || step > prev {
+			if seen {
+				e.opts.Notify(Update{Kind: Widened, TicketID: a.ID, Ticket: a, RatingWindow: window, MaxLatencyMS: latency, GeoKM: geo})
+				e.m.widened.WithLabelValues(q.Name).Inc()
+			}
+			e.widest[a.ID] = step
+		}
+		cands, err := e.pool.Near(ctx, key, a.Rating, window, 4*need+8)
+		if err != nil {
+			return made, err
+		}
+		group, region := pick(q, a, cands, taken, need, least, latency, geo, wait)
+		if group == nil {
+			continue
+		}
+		claimed, allocated, err := e.claimAndAllocate(ctx, q, group, region)
+		if err != nil {
+			return made, err
+		}
+		if claimed {
+			// Matched, or requeued after a failed allocation: either way
+			// these tickets sit out the rest of this pass.
+			for _, t := range group {
+				taken[t.ID] = true
+			}
+		}
+		if allocated {
+			made++
+		}
+	}
+	return made, nil
+}
+
+// pick chooses the anchor's match: candidates nearest in rating first,
+// each kept only if it fits (party sizes, a common region within the
+// latency limit, distance), until the match is full. Free-for-all may start
+// short of full once the anchor has waited FillFor.
+func pick(q *Queue, a *Ticket, cands []*Ticket, taken map[string]bool, need, least int, latency, geoKM float64, wait time.Duration) ([]*Ticket, string) {
+	group := []*Ticket{a}
+	players := len(a.Players)
+	regions := regionsWithin(a, latency, nil)
+	for _, c := range cands {
+		if players == need {
+			break
+		}
+		if c.ID == a.ID || taken[c.ID] || players+len(c.Players) > need {
+			continue
+		}
+		if geoKM > 0 && a.Geo != nil && c.Geo != nil && haversineKM(*a.Geo, *c.Geo) > geoKM {
+			continue
+		}
+		next := regions
+		if latency > 0 {
+			next = regionsWithin(c, latency, regions)
+			if len(next) == 0 {
+				continue
+			}
+		}
+		group = append(group, c)
+		players += len(c.Players)
+		regions = next
+	}
+	if players < need && !(q.FreeForAll != nil && players >= least && wait >= q.FreeForAll.FillFor.D()) {
+		return nil, ""
+	}
+	return group, bestRegion(group, regions)
+}
+
+// regionsWithin narrows the candidate regions (nil: any) to those where t
+// is within limit. A ticket without latencies fits any region.
+func regionsWithin(t *Ticket, limit float64, in map[string]float64) map[string]float64 {
+	if limit <= 0 || len(t.Regions) == 0 {
+		return in
+	}
+	out := map[string]float64{}
+	for r, ms := range t.Regions {
+		if float64(ms) > limit {
+			continue
+		}
+		if in == nil {
+			out[r] = float64(ms)
+		} else if worst, ok := in[r]; ok {
+			out[r] = math.Max(worst, float64(ms))
+		}
+	}
+	return out
+}
+
+// bestRegion is the region with the lowest worst latency.
+func bestRegion(_ []*Ticket, regions map[string]float64) string {
+	best, bestMS := "", math.Inf(1)
+	for r, ms := range regions {
+		if ms < bestMS || ms == bestMS && r < best {
+			best, bestMS = r, ms
+		}
+	}
+	return best
+}
+
+func haversineKM(a, b GeoPoint) float64 {
+	const earthKM = 6371.0
+	rad := math.Pi / 180
+	dLat, dLon := (b.Lat-a.Lat)*rad, (b.Lon-a.Lon)*rad
+	h := math.Sin(dLat/2)*math.Sin(dLat/2) + math.Cos(a.Lat*rad)*math.Cos(b.Lat*rad)*math.Sin(dLon/2)*math.Sin(dLon/2)
+	return 2 * earthKM * math.Asin(math.Min(1, math.Sqrt(h)))
+}
+
+// claimAndAllocate claims the group atomically, forms balanced teams and
+// allocates; a failed allocation puts the tickets back at the front.
+func (e *Engine) claimAndAllocate(ctx context.Context, q *Queue, group []*Ticket, region string) (claimed, allocated bool, err error) {
+	ids := make([]string, len(group))
+	for i, t := range group {
+		ids[i] = t.ID
+	}
+	matchID := fmt.Sprintf("%016x", e.rng.Uint64())
+	ok, err := e.pool.Claim(ctx, matchID, ids)
+	if err != nil || !ok {
+		if !ok && err == nil {
+			e.m.claimConflicts.Inc()
+		}
+		return false, false, err
+	}
+	m := &Match{ID: matchID, Queue: q, Tickets: group, Region: region, Teams: teams(q, group)}
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for _, t := range group {
+		lo, hi = math.Min(lo, t.Rating), math.Max(hi, t.Rating)
+	}
+	m.Spread = hi - lo
+	asg, err := e.alloc.Allocate(ctx, m)
+	if err != nil {
+		e.m.allocFailures.Inc()
+		e.log.Warn("match allocation failed; tickets requeued", "match", matchID, "err", err)
+		return true, false, e.pool.Requeue(ctx, ids)
+	}
+	if err := e.pool.Finish(ctx, ids); err != nil {
+		e.log.Warn("finishing matched tickets", "match", matchID, "err", err)
+	}
+	now := e.opts.Now()
+	for _, t := range group {
+		delete(e.widest, t.ID)
+		e.m.timeToMatch.WithLabelValues(q.Name).Observe(now.Sub(t.Created).Seconds())
+		e.opts.Notify(Update{Kind: Matched, TicketID: t.ID, Ticket: t, Assignment: asg})
+	}
+	e.m.matches.WithLabelValues(q.Name).Inc()
+	e.m.spread.WithLabelValues(q.Name).Observe(m.Spread)
+	return true, true, nil
+}
+
+// teams balances parties over the queue's teams: largest parties first,
+// each into the team with room and the lowest rating total so far.
+func teams(q *Queue, group []*Ticket) [][]string {
+	if q.FreeForAll != nil {
+		out := make([][]string, 0, len(group))
+		for _, t := range group {
+			for _, p := range t.Players {
+				out = append(out, []string{p.UserID})
+			}
+		}
+		return out
+	}
+	parties := append([]*Ticket(nil), group...)
+	sort.SliceStable(parties, func(i, j int) bool {
+		if len(parties[i].Players) != len(parties[j].Players) {
+			return len(parties[i].Players) > len(parties[j].Players)
+		}
+		return parties[i].Rating > parties[j].Rating
+	})
+	out := make([][]string, q.Teams)
+	total := make([]float64, q.Teams)
+	for _, t := range parties {
+		best := -1
+		for i := range out {
+			if len(out[i])+len(t.Players) <= q.TeamSize && (best < 0 || total[i] < total[best]) {
+				best = i
+			}
+		}
+		if best < 0 {
+			best = 0 // cannot happen when party sizes were admitted; keep everyone seated
+		}
+		for _, p := range t.Players {
+			out[best] = append(out[best], p.UserID)
+			total[best] += p.Mu
+		}
+	}
+	return out
+}
