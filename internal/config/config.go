@@ -46,6 +46,19 @@ type Config struct {
 	Realtime  Realtime  `koanf:"realtime"`
 	Rooms     Rooms     `koanf:"rooms"`
 	Events    Events    `koanf:"events"`
+	Match     Match     `koanf:"match"`
+}
+
+// Match configures the matchmaker.
+type Match struct {
+	// Rules is a YAML file of queues; empty uses the built-in queues.
+	Rules string `koanf:"rules"`
+	// Store is where tickets wait: memory (this process) or redis (shared
+	// by every replica).
+	Store    string `koanf:"store"`
+	RedisURL string `koanf:"redis_url"`
+	// Interval between matching passes.
+	Interval time.Duration `koanf:"interval"`
 }
 
 // Auth configures sessions.
@@ -198,6 +211,11 @@ var defaults = map[string]any{
 	"events.max_age":            "168h",
 	"events.retries":            5,
 	"events.retry_backoff":      "50ms",
+
+	"match.rules":     "",
+	"match.store":     "memory",
+	"match.redis_url": "",
+	"match.interval":  "20ms",
 }
 
 // flagKeys maps each command-line flag to the key it sets.
@@ -452,6 +470,22 @@ func (c *Config) Validate() error {
 	}
 	if c.Events.Stream == "" || c.Events.DeadLetter == "" || c.Events.Stream == c.Events.DeadLetter {
 		bad("events.stream", "stream and dead_letter_stream must be set and differ")
+	}
+	if !oneOf(c.Match.Store, "memory", "redis") {
+		bad("match.store", "%q is not one of memory, redis", c.Match.Store)
+	}
+	if c.Match.Store == "redis" {
+		if u, err := url.Parse(c.Match.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
+			bad("match.redis_url", "want redis://host:port/db with match.store redis, got %q", c.Match.RedisURL)
+		}
+	}
+	if c.Match.Interval < time.Millisecond {
+		bad("match.interval", "must be at least 1ms, got %s", c.Match.Interval)
+	}
+	if c.Match.Rules != "" {
+		if fi, err := os.Stat(c.Match.Rules); err != nil || fi.IsDir() {
+			bad("match.rules", "%s is not a readable file", c.Match.Rules)
+		}
 	}
 	if err := checkDataDir(c.DataDir); err != nil {
 		bad("data_dir", "%v", err)

@@ -141,7 +141,7 @@ func (m *Manager) create(ctx context.Context, id string, p Player, c Conn, req *
 	if err != nil {
 		return nil, err
 	}
-	joined, err := m.join(ctx, r, p, c, metadata)
+	joined, err := m.join(ctx, r, p, c, metadata, "")
 	if err != nil {
 		m.closeRoom(r, "creator could not join")
 		return nil, err
@@ -247,10 +247,10 @@ func (m *Manager) Join(ctx context.Context, p Player, c Conn, req *rtv1.JoinRoom
 		if r == nil {
 			return nil, errorf(rtv1.Error_CODE_NOT_FOUND, "no room %q", id)
 		}
-		return m.join(ctx, r, p, c, req.GetMetadata())
+		return m.join(ctx, r, p, c, req.GetMetadata(), req.GetReservation())
 	}
 	for _, r := range m.match(req.GetLabels(), req.GetHandler(), true) {
-		joined, err := m.join(ctx, r, p, c, req.GetMetadata())
+		joined, err := m.join(ctx, r, p, c, req.GetMetadata(), "")
 		var re *Error
 		if err == nil || !errors.As(err, &re) || (re.Code != rtv1.Error_CODE_ROOM_FULL && re.Code != rtv1.Error_CODE_REJECTED) {
 			return joined, err
@@ -282,7 +282,7 @@ func (m *Manager) match(labels map[string]string, handler string, openOnly bool)
 	var out []*Room
 	for _, r := range m.rooms {
 		r.mu.RLock()
-		ok := !r.closed && (handler == "" || r.handler == handler) && (!openOnly || len(r.seats) < r.maxPlayers)
+		ok := !r.closed && (handler == "" || r.handler == handler) && (!openOnly || len(r.seats) < r.maxPlayers && r.reserved == nil)
 		for k, v := range labels {
 			if r.labels[k] != v {
 				ok = false
@@ -328,11 +328,18 @@ func (m *Manager) List(req *rtv1.ListRooms) []*rtv1.Room {
 }
 
 // join seats p in r, asking the logic first in authoritative rooms.
-func (m *Manager) join(ctx context.Context, r *Room, p Player, c Conn, metadata []byte) (*rtv1.RoomJoined, error) {
+func (m *Manager) join(ctx context.Context, r *Room, p Player, c Conn, metadata []byte, reservation string) (*rtv1.RoomJoined, error) {
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
 		return nil, errorf(rtv1.Error_CODE_NOT_FOUND, "room %s is closed", r.id)
+	}
+	if r.reserved != nil {
+		if tok, ok := r.reserved[p.UserID]; !ok || tok != reservation {
+			r.mu.Unlock()
+			m.metrics.joins.WithLabelValues("not_reserved").Inc()
+			return nil, errorf(rtv1.Error_CODE_REJECTED, "room %s admits only its reserved players", r.id)
+		}
 	}
 	if s, ok := r.seats[p.UserID]; ok {
 		if s.conn == c {
@@ -539,6 +546,27 @@ func (m *Manager) Resume(p Player, c Conn) []*rtv1.RoomJoined {
 		}
 	}
 	return out
+}
+
+// CreateReserved makes a room for a match: only the listed users may join,
+// each presenting the reservation token returned for them. A room nobody
+// joins closes after the empty timeout.
+func (m *Manager) CreateReserved(_ context.Context, handler string, labels map[string]string, users []string) (string, map[string]string, error) {
+	r, err := m.newRoom(newRoomID(), &rtv1.CreateRoom{Handler: handler, Labels: labels, MaxPlayers: uint32(len(users))})
+	if err != nil {
+		return "", nil, err
+	}
+	tokens := make(map[string]string, len(users))
+	for _, u := range users {
+		var b [12]byte
+		_, _ = rand.Read(b[:])
+		tokens[u] = idEncoding.EncodeToString(b[:])
+	}
+	r.mu.Lock()
+	r.reserved = tokens
+	r.emptyAt = time.AfterFunc(m.cfg.EmptyTimeout, func() { m.closeIfEmpty(r) })
+	r.mu.Unlock()
+	return r.id, maps.Clone(tokens), nil
 }
 
 // Signal delivers data to an authoritative room's logic and returns its

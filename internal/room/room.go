@@ -57,9 +57,12 @@ type Room struct {
 	enc        *statesync.Encoder
 	schema     statesync.Schema
 
-	mu        sync.RWMutex
-	labels    map[string]string
-	seats     map[string]*seat // by user id
+	mu     sync.RWMutex
+	labels map[string]string
+	seats  map[string]*seat // by user id
+	// reserved, when set, admits only these users, each with its token
+	// (rooms the matchmaker creates).
+	reserved  map[string]string
 	nextID    uint32
 	closed    bool
 	emptyAt   *time.Timer

@@ -24,11 +24,13 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	matchv1 "github.com/rallyhq/rally/api/proto/rally/match/v1"
 	"github.com/rallyhq/rally/internal/auth"
 	"github.com/rallyhq/rally/internal/buildinfo"
 	"github.com/rallyhq/rally/internal/bus"
 	"github.com/rallyhq/rally/internal/config"
 	rallyhealth "github.com/rallyhq/rally/internal/health"
+	"github.com/rallyhq/rally/internal/match"
 	"github.com/rallyhq/rally/internal/node"
 	"github.com/rallyhq/rally/internal/realtime"
 	"github.com/rallyhq/rally/internal/room"
@@ -53,7 +55,10 @@ type Server struct {
 	nodeID         string
 	auth           *auth.Service
 	events         *roomevents.Publisher
-	rooms          *room.Manager
+	// grpcServices register the domains' gRPC services when the server is
+	// built.
+	grpcServices []func(*grpc.Server)
+	rooms        *room.Manager
 	// Handlers holds the authoritative room logic; register a studio's
 	// game code here before Start.
 	Handlers *room.Registry
@@ -158,6 +163,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err := s.startRealtime(ctx, mux); err != nil {
 		return err
 	}
+	if err := s.startMatch(ctx); err != nil {
+		return err
+	}
 
 	s.startGRPC()
 	s.health.Started()
@@ -215,6 +223,34 @@ func (s *Server) startRealtime(ctx context.Context, mux *http.ServeMux) error {
 	}, s.Registry, s.log)
 	mux.Handle("GET /ws", rt)
 	s.onStop("realtime", rt.Close)
+	return nil
+}
+
+// startMatch wires the matchmaker: rules, the ticket pool, the engine's
+// passes, and the gRPC MatchService.
+func (s *Server) startMatch(ctx context.Context) error {
+	rules, err := match.LoadRules(s.cfg.Match.Rules)
+	if err != nil {
+		return err
+	}
+	var pool match.Pool = match.NewMemoryPool()
+	if s.cfg.Match.Store == "redis" {
+		return fmt.Errorf("match.store: redis is not available in this build yet")
+	}
+	hub := match.NewHub()
+	ratings := match.StoreRatings{St: s.store}
+	engine := match.NewEngine(rules, pool, match.RoomAllocator{Rooms: s.rooms, Ratings: ratings}, match.Options{
+		Notify: hub.Notify, Registerer: s.Registry, Log: s.log,
+	})
+	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() { defer close(done); engine.Run(runCtx, s.cfg.Match.Interval) }()
+	s.onStop("match", func(context.Context) error { stop(); <-done; return nil })
+	svc := match.NewService(engine, hub, ratings, func(ctx context.Context) (string, bool) {
+		sess, ok := auth.FromContext(ctx)
+		return sess.UserID, ok
+	})
+	s.grpcServices = append(s.grpcServices, func(g *grpc.Server) { matchv1.RegisterMatchServiceServer(g, svc) })
 	return nil
 }
 
@@ -284,6 +320,9 @@ func (s *Server) startGRPC() {
 			otelgrpc.WithPropagators(telemetry.Propagator()))),
 		grpc.MaxRecvMsgSize(4<<20),
 	)
+	for _, register := range s.grpcServices {
+		register(srv)
+	}
 	s.grpcHealth = health.NewServer()
 	healthpb.RegisterHealthServer(srv, s.grpcHealth)
 	reflection.Register(srv)

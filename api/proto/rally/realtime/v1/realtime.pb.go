@@ -774,7 +774,10 @@ type JoinRoom struct {
 	Handler string                 `protobuf:"bytes,3,opt,name=handler,proto3" json:"handler,omitempty"`
 	Create  *CreateRoom            `protobuf:"bytes,4,opt,name=create,proto3" json:"create,omitempty"`
 	// Passed to the game logic's JoinAttempt.
-	Metadata      []byte `protobuf:"bytes,5,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	Metadata []byte `protobuf:"bytes,5,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	// The seat reservation a match assignment handed out; rooms made by the
+	// matchmaker admit only their reserved players.
+	Reservation   string `protobuf:"bytes,6,opt,name=reservation,proto3" json:"reservation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -842,6 +845,13 @@ func (x *JoinRoom) GetMetadata() []byte {
 		return x.Metadata
 	}
 	return nil
+}
+
+func (x *JoinRoom) GetReservation() string {
+	if x != nil {
+		return x.Reservation
+	}
+	return ""
 }
 
 type LeaveRoom struct {
@@ -1679,13 +1689,14 @@ const file_rally_realtime_v1_realtime_proto_rawDesc = "" +
 	"\x06params\x18\x05 \x01(\fR\x06params\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8c\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xae\x02\n" +
 	"\bJoinRoom\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12?\n" +
 	"\x06labels\x18\x02 \x03(\v2'.rally.realtime.v1.JoinRoom.LabelsEntryR\x06labels\x12\x18\n" +
 	"\ahandler\x18\x03 \x01(\tR\ahandler\x125\n" +
 	"\x06create\x18\x04 \x01(\v2\x1d.rally.realtime.v1.CreateRoomR\x06create\x12\x1a\n" +
-	"\bmetadata\x18\x05 \x01(\fR\bmetadata\x1a9\n" +
+	"\bmetadata\x18\x05 \x01(\fR\bmetadata\x12 \n" +
+	"\vreservation\x18\x06 \x01(\tR\vreservation\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"$\n" +

@@ -1,0 +1,137 @@
+package match
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/rallyhq/rally/internal/rating"
+	"github.com/rallyhq/rally/internal/store"
+)
+
+// Rally rates players on an Elo-like scale: OpenSkill's model scaled by 60,
+// so a new player is 1500 ± 500 and queue windows read as familiar rating
+// points. The model is scale-invariant when mu, sigma, beta and tau scale
+// together.
+const ratingScale = 60
+
+// NewPlayerRating is the rating of a player with no results yet.
+func NewPlayerRating() rating.Rating {
+	d := rating.Default()
+	return rating.Rating{Mu: d.Mu * ratingScale, Sigma: d.Sigma * ratingScale}
+}
+
+// RatingModel is the model results are rated with, on Rally's scale.
+func RatingModel() rating.Model {
+	m := rating.DefaultModel()
+	m.Beta *= ratingScale
+	m.Tau *= ratingScale
+	return m
+}
+
+const (
+	ratingsBucket = "match_ratings"
+	matchesBucket = "match_results"
+)
+
+// StoreRatings keeps ratings and the teams of allocated matches (so a
+// result can be checked against who played) in the durable store.
+type StoreRatings struct {
+	St store.Store
+}
+
+// Get returns each user's rating, NewPlayerRating for unknown users.
+func (s StoreRatings) Get(ctx context.Context, users []string) (map[string]rating.Rating, error) {
+	out := make(map[string]rating.Rating, len(users))
+	for _, u := range users {
+		b, err := s.St.Get(ctx, ratingsBucket, u)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			out[u] = NewPlayerRating()
+		case err != nil:
+			return nil, err
+		default:
+			var r rating.Rating
+			if err := json.Unmarshal(b, &r); err != nil {
+				return nil, fmt.Errorf("match: rating of %s: %w", u, err)
+			}
+			out[u] = r
+		}
+	}
+	return out, nil
+}
+
+// Put stores ratings.
+func (s StoreRatings) Put(ctx context.Context, ratings map[string]rating.Rating) error {
+	for u, r := range ratings {
+		b, _ := json.Marshal(r)
+		if err := s.St.Put(ctx, ratingsBucket, u, b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// RecordMatch remembers who played a match.
+func (s StoreRatings) RecordMatch(ctx context.Context, matchID string, teams [][]string) error {
+	b, _ := json.Marshal(teams)
+	return s.St.Put(ctx, matchesBucket, matchID, b)
+}
+
+// MatchTeams returns who played a match, or ErrMatchNotFound.
+func (s StoreRatings) MatchTeams(ctx context.Context, matchID string) ([][]string, error) {
+	b, err := s.St.Get(ctx, matchesBucket, matchID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, ErrMatchNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	var teams [][]string
+	return teams, json.Unmarshal(b, &teams)
+}
+
+// ForgetMatch removes a match once its result is in: a result counts once.
+func (s StoreRatings) ForgetMatch(ctx context.Context, matchID string) error {
+	return s.St.Delete(ctx, matchesBucket, matchID)
+}
+
+// ErrMatchNotFound is returned for a result of an unknown (or already
+// reported) match.
+var ErrMatchNotFound = errors.New("match: no such match (or its result is already in)")
+
+// RoomCreator makes a room that admits only a match's players.
+type RoomCreator interface {
+	CreateReserved(ctx context.Context, handler string, labels map[string]string, users []string) (roomID string, reservations map[string]string, err error)
+}
+
+// RoomAllocator is the built-in Allocator: every match gets a new room on
+// this Rally node, running the queue's handler, with a seat reserved for
+// each player.
+type RoomAllocator struct {
+	Rooms   RoomCreator
+	Ratings StoreRatings
+}
+
+// Allocate implements Allocator.
+func (a RoomAllocator) Allocate(ctx context.Context, m *Match) (*Assignment, error) {
+	var users []string
+	for _, team := range m.Teams {
+		users = append(users, team...)
+	}
+	labels := map[string]string{"match_id": m.ID, "queue": m.Queue.Name}
+	if m.Region != "" {
+		labels["region"] = m.Region
+	}
+	roomID, tokens, err := a.Rooms.CreateReserved(ctx, m.Queue.Handler, labels, users)
+	if err != nil {
+		return nil, err
+	}
+	if a.Ratings.St != nil {
+		if err := a.Ratings.RecordMatch(ctx, m.ID, m.Teams); err != nil {
+			return nil, err
+		}
+	}
+	return &Assignment{MatchID: m.ID, RoomID: roomID, Reservations: tokens, Teams: m.Teams, Region: m.Region}, nil
+}

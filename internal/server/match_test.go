@@ -1,0 +1,177 @@
+package server
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	matchv1 "github.com/rallyhq/rally/api/proto/rally/match/v1"
+	rtv1 "github.com/rallyhq/rally/api/proto/rally/realtime/v1"
+	"github.com/rallyhq/rally/sdk/go/rally"
+)
+
+func matchClient(t *testing.T, s *Server) matchv1.MatchServiceClient {
+	t.Helper()
+	conn, err := grpc.NewClient(s.Addrs().GRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return matchv1.NewMatchServiceClient(conn)
+}
+
+func bearer(ctx context.Context, token string) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
+}
+
+// Two players find each other over gRPC, land in one room with their own
+// seat reservations, play, and report the result; ratings move and the
+// result counts once.
+func TestFindOpponentToRoomToResult(t *testing.T) {
+	s := startServer(t, testConfig(t))
+	defer shutdown(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	mc := matchClient(t, s)
+	base := "http://" + s.Addrs().HTTP
+
+	type found struct {
+		updates []*matchv1.TicketUpdate
+		err     error
+	}
+	sessions := map[string]*rally.Session{}
+	results := map[string]chan found{}
+	for _, name := range []string{"alice", "bob"} {
+		sess, err := rally.AuthenticateDevice(ctx, base, "device-mm-"+name+"-000", "mm"+name, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sessions[name] = sess
+		ch := make(chan found, 1)
+		results[name] = ch
+		stream, err := mc.FindOpponent(bearer(ctx, sess.Token), &matchv1.TicketRequest{
+			Queue: "duel", RegionLatencyMs: map[string]uint32{"eu": 30},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			var f found
+			for {
+				u, err := stream.Recv()
+				if err != nil {
+					f.err = err
+					break
+				}
+				f.updates = append(f.updates, u)
+				if u.GetKind() == matchv1.TicketUpdate_KIND_MATCHED {
+					break
+				}
+			}
+			ch <- f
+		}()
+	}
+	assignments := map[string]*matchv1.Assignment{}
+	for name, ch := range results {
+		f := <-ch
+		if f.err != nil {
+			t.Fatalf("%s: %v", name, f.err)
+		}
+		first, last := f.updates[0], f.updates[len(f.updates)-1]
+		if first.GetKind() != matchv1.TicketUpdate_KIND_QUEUED || last.GetKind() != matchv1.TicketUpdate_KIND_MATCHED {
+			t.Fatalf("%s updates: %v", name, f.updates)
+		}
+		assignments[name] = last.GetAssignment()
+	}
+	a, b := assignments["alice"], assignments["bob"]
+	if a.GetRoomId() == "" || a.GetRoomId() != b.GetRoomId() || a.GetMatchId() != b.GetMatchId() || a.GetRegion() != "eu" {
+		t.Fatalf("assignments differ: %v / %v", a, b)
+	}
+	if a.GetReservation() == "" || a.GetReservation() == b.GetReservation() {
+		t.Fatalf("reservations: %q %q", a.GetReservation(), b.GetReservation())
+	}
+
+	// The reserved room admits its players with their reservations only.
+	for name, sess := range sessions {
+		c, err := rally.Dial(ctx, sess, rally.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.JoinRoom(ctx, &rtv1.JoinRoom{RoomId: a.GetRoomId(), Reservation: "wrong"}); err == nil {
+			t.Fatalf("%s joined with a wrong reservation", name)
+		}
+		if _, err := c.JoinRoom(ctx, &rtv1.JoinRoom{RoomId: a.GetRoomId(), Reservation: assignments[name].GetReservation()}); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	intruder := player(t, s, "intruder", rally.Options{})
+	if _, err := intruder.JoinRoom(ctx, &rtv1.JoinRoom{RoomId: a.GetRoomId(), Reservation: a.GetReservation()}); err == nil {
+		t.Fatal("someone else's reservation admitted an intruder")
+	}
+
+	// Alice wins.
+	report := &matchv1.ReportResultRequest{MatchId: a.GetMatchId(), Results: []*matchv1.TeamResult{
+		{UserIds: []string{sessions["alice"].UserID}, Rank: 0},
+		{UserIds: []string{sessions["bob"].UserID}, Rank: 1},
+	}}
+	if _, err := mc.ReportResult(bearer(ctx, intruder.UserID()), report); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("report without a session: %v", err)
+	}
+	resp, err := mc.ReportResult(bearer(ctx, sessions["bob"].Token), report)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ra, rb := resp.GetRatings()[sessions["alice"].UserID], resp.GetRatings()[sessions["bob"].UserID]
+	if ra.GetMu() <= 1500 || rb.GetMu() >= 1500 || ra.GetSigma() >= 500 {
+		t.Fatalf("ratings after the match: alice %v bob %v", ra, rb)
+	}
+	if _, err := mc.ReportResult(bearer(ctx, sessions["alice"].Token), report); status.Code(err) != codes.NotFound {
+		t.Fatalf("a result counted twice: %v", err)
+	}
+
+	// The next ticket starts from the stored rating.
+	tk, err := mc.CreateTicket(bearer(ctx, sessions["alice"].Token), &matchv1.TicketRequest{Queue: "duel"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := tk.GetPlayers()[0].GetRating().GetMu(); got != ra.GetMu() {
+		t.Fatalf("ticket rating %v, stored %v", got, ra.GetMu())
+	}
+	if _, err := mc.CancelTicket(bearer(ctx, sessions["alice"].Token), &matchv1.CancelTicketRequest{TicketId: tk.GetId()}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestMatchServiceRejectsBadTickets(t *testing.T) {
+	s := startServer(t, testConfig(t))
+	defer shutdown(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	mc := matchClient(t, s)
+	sess, err := rally.AuthenticateDevice(ctx, "http://"+s.Addrs().HTTP, "device-mm-bad-0000", "mmbad", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, req := range map[string]*matchv1.TicketRequest{
+		"unknown queue": {Queue: "nope"},
+		"party too big": {Queue: "duel", Players: []*matchv1.TicketPlayer{{UserId: sess.UserID}, {UserId: "friend"}}},
+		"not in party":  {Queue: "duel", Players: []*matchv1.TicketPlayer{{UserId: "someone-else"}}},
+		"bad geo":       {Queue: "duel", Geo: &matchv1.GeoPoint{Lat: 120}},
+	} {
+		if _, err := mc.CreateTicket(bearer(ctx, sess.Token), req); err == nil {
+			t.Errorf("%s: accepted", name)
+		} else if c := status.Code(err); c != codes.InvalidArgument && c != codes.PermissionDenied {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if _, err := mc.CreateTicket(ctx, &matchv1.TicketRequest{Queue: "duel"}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("no token: %v", err)
+	}
+}
