@@ -333,6 +333,9 @@ func pick(q *Queue, a *Ticket, cands []*Ticket, taken map[string]bool, need, lea
 	group := []*Ticket{a}
 	players := len(a.Players)
 	regions := regionsWithin(a, latency, nil)
+	if regions != nil && len(regions) == 0 {
+		return nil, "" // the anchor itself is too far from every region for now
+	}
 	for _, c := range cands {
 		if players == need {
 			break
@@ -345,8 +348,10 @@ func pick(q *Queue, a *Ticket, cands []*Ticket, taken map[string]bool, need, lea
 		}
 		next := regions
 		if latency > 0 {
+			// nil means any region is still possible; an empty set means
+			// no region suits everyone.
 			next = regionsWithin(c, latency, regions)
-			if len(next) == 0 {
+			if next != nil && len(next) == 0 {
 				continue
 			}
 		}

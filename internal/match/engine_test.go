@@ -296,6 +296,28 @@ queues:
 	}
 }
 
+// Tickets without latencies fit any region; one with latencies decides it.
+func TestMissingLatenciesFitAnyRegion(t *testing.T) {
+	r := newRig(t, `
+queues:
+  - name: q
+    teams: 2
+    team_size: 1
+    rating: {initial: 100}
+    latency_ms: {initial: 60}
+    max_wait: 60s
+`)
+	r.submit(t, "none1", 1000)
+	r.submit(t, "none2", 1000)
+	r.submit(t, "far", 3000, func(tk *Ticket) { tk.Regions = map[string]uint32{"eu": 200} })
+	if r.pass(t) != 1 {
+		t.Fatal("tickets without latencies were not matched")
+	}
+	if got := r.kinds("far"); got != "queued" {
+		t.Fatalf("a ticket over the limit everywhere: %s", got)
+	}
+}
+
 func TestAdmission(t *testing.T) {
 	r := newRig(t, `
 queues:

@@ -97,6 +97,10 @@ func (s *Service) submit(ctx context.Context, req *matchv1.TicketRequest) (*Tick
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	return s.submitAs(ctx, uid, req)
+}
+
+func (s *Service) submitAs(ctx context.Context, uid string, req *matchv1.TicketRequest) (*Ticket, <-chan Update, func(), error) {
 	t, err := s.ticket(ctx, uid, req)
 	if err != nil {
 		return nil, nil, nil, err
@@ -295,4 +299,34 @@ func toProto(u Update, viewer string) *matchv1.TicketUpdate {
 		out.Assignment.Reservation = a.Reservations[viewer]
 	}
 	return out
+}
+
+// Find queues a ticket for a player on a realtime socket and forwards its
+// updates to send until the ticket ends or stop is called (which cancels a
+// still-waiting ticket). It implements the realtime package's Matchmaker.
+func (s *Service) Find(ctx context.Context, uid string, req *matchv1.TicketRequest, send func(*matchv1.TicketUpdate)) (ticketID string, stop func(), err error) {
+	t, updates, cancel, err := s.submitAs(ctx, uid, req)
+	if err != nil {
+		return "", nil, err
+	}
+	ctx, end := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer cancel()
+		_ = s.follow(ctx, t.ID, uid, updates, func(u *matchv1.TicketUpdate) error { send(u); return nil }, true)
+	}()
+	return t.ID, func() { end(); <-done }, nil
+}
+
+// CancelFor withdraws a player's waiting ticket.
+func (s *Service) CancelFor(ctx context.Context, _ string, ticketID string) error {
+	ok, err := s.Engine.Cancel(ctx, ticketID)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return status.Error(codes.FailedPrecondition, "ticket is not waiting")
+	}
+	return nil
 }

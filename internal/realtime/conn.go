@@ -9,6 +9,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	matchv1 "github.com/rallyhq/rally/api/proto/rally/match/v1"
 	rtv1 "github.com/rallyhq/rally/api/proto/rally/realtime/v1"
 	"github.com/rallyhq/rally/internal/envelope"
 	"github.com/rallyhq/rally/internal/room"
@@ -40,6 +41,11 @@ type conn struct {
 	// lastRoom caches the room of the previous message: players send to
 	// one room at a time, so the map lookup is mostly skipped.
 	lastRoom *room.Room
+
+	// tickets are this socket's open matchmaking tickets, stopped (and
+	// cancelled if still waiting) when it closes.
+	ticketsMu sync.Mutex
+	tickets   map[string]func()
 }
 
 func newConn(s *Server, ws *websocket.Conn, batch *batchWriter, p room.Player, json bool, traceCtx context.Context) *conn {
@@ -126,6 +132,13 @@ func (c *conn) serve(ctx context.Context) {
 	// Make the writer say why (if a kick is pending) and close the socket.
 	c.Kick(rtv1.Error_CODE_UNSPECIFIED, "")
 	c.wait()
+	c.ticketsMu.Lock()
+	stops := c.tickets
+	c.tickets = nil
+	c.ticketsMu.Unlock()
+	for _, stop := range stops {
+		stop()
+	}
 }
 
 var errTooLarge = errors.New("frame over the size limit")
@@ -282,12 +295,52 @@ func (c *conn) handleFull(env *rtv1.Envelope) error {
 		if r := c.room([]byte(m.AckState.GetRoomId())); r != nil {
 			r.Ack(c.player.UserID, m.AckState.GetTick())
 		}
+	case *rtv1.Envelope_FindMatch:
+		c.findMatch(cid, m.FindMatch.GetRequest())
+	case *rtv1.Envelope_CancelMatch:
+		if c.s.match == nil {
+			c.replyError(cid, rtv1.Error_CODE_BAD_REQUEST, "matchmaking is not enabled")
+			return nil
+		}
+		err := c.s.match.CancelFor(ctx, c.player.UserID, m.CancelMatch.GetTicketId())
+		if err != nil {
+			c.replyError(cid, rtv1.Error_CODE_NOT_FOUND, err.Error())
+			return nil
+		}
+		reply(&rtv1.Envelope{Message: &rtv1.Envelope_MatchTicket{MatchTicket: &rtv1.MatchTicket{TicketId: m.CancelMatch.GetTicketId()}}}, nil)
 	case nil:
 		c.replyError(cid, rtv1.Error_CODE_BAD_REQUEST, "empty envelope")
 	default:
 		c.replyError(cid, rtv1.Error_CODE_BAD_REQUEST, "not a request a client can send")
 	}
 	return nil
+}
+
+// findMatch queues a ticket; its updates are pushed as MatchUpdate.
+func (c *conn) findMatch(cid uint32, req *matchv1.TicketRequest) {
+	if c.s.match == nil {
+		c.replyError(cid, rtv1.Error_CODE_BAD_REQUEST, "matchmaking is not enabled")
+		return
+	}
+	if req == nil {
+		c.replyError(cid, rtv1.Error_CODE_BAD_REQUEST, "find_match needs a request")
+		return
+	}
+	var id string
+	id, stop, err := c.s.match.Find(c.trace, c.player.UserID, req, func(u *matchv1.TicketUpdate) {
+		c.push(&rtv1.Envelope{Message: &rtv1.Envelope_MatchUpdate{MatchUpdate: &rtv1.MatchUpdate{Update: u}}})
+	})
+	if err != nil {
+		c.replyError(cid, rtv1.Error_CODE_BAD_REQUEST, err.Error())
+		return
+	}
+	c.ticketsMu.Lock()
+	if c.tickets == nil {
+		c.tickets = map[string]func(){}
+	}
+	c.tickets[id] = stop
+	c.ticketsMu.Unlock()
+	c.push(&rtv1.Envelope{Cid: cid, Message: &rtv1.Envelope_MatchTicket{MatchTicket: &rtv1.MatchTicket{TicketId: id}}})
 }
 
 func (c *conn) replyError(cid uint32, code rtv1.Error_Code, msg string) {

@@ -19,6 +19,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	matchv1 "github.com/rallyhq/rally/api/proto/rally/match/v1"
 	rtv1 "github.com/rallyhq/rally/api/proto/rally/realtime/v1"
 	"github.com/rallyhq/rally/internal/room"
 )
@@ -28,6 +29,13 @@ type Verifier func(token string) (room.Player, error)
 
 // TokenFromRequest extracts the session token of an upgrade request.
 type TokenFromRequest func(r *http.Request) string
+
+// Matchmaker queues tickets for players on sockets (the match package's
+// Service); nil leaves matchmaking off the socket.
+type Matchmaker interface {
+	Find(ctx context.Context, userID string, req *matchv1.TicketRequest, send func(*matchv1.TicketUpdate)) (ticketID string, stop func(), err error)
+	CancelFor(ctx context.Context, userID, ticketID string) error
+}
 
 // Limits bound each connection.
 type Limits struct {
@@ -42,6 +50,7 @@ type Limits struct {
 // Server accepts WebSocket connections and owns them until they close.
 type Server struct {
 	rooms   *room.Manager
+	match   Matchmaker
 	verify  Verifier
 	token   TokenFromRequest
 	limits  Limits
@@ -64,6 +73,10 @@ func New(rooms *room.Manager, verify Verifier, token TokenFromRequest, limits Li
 		conns:   map[string]*conn{},
 	}
 }
+
+// SetMatchmaker enables FindMatch and CancelMatch on sockets; call it
+// before serving.
+func (s *Server) SetMatchmaker(m Matchmaker) { s.match = m }
 
 // ServeHTTP upgrades /ws?token=...&format=protobuf|json.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {

@@ -175,3 +175,47 @@ func TestMatchServiceRejectsBadTickets(t *testing.T) {
 		t.Fatalf("no token: %v", err)
 	}
 }
+
+// Game clients queue over the socket too: FindMatch, MatchUpdate pushes,
+// then the reserved room.
+func TestFindMatchOverTheSocket(t *testing.T) {
+	s := startServer(t, testConfig(t))
+	defer shutdown(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	matched := make(chan *matchv1.Assignment, 2)
+	opts := func() rally.Options {
+		return rally.Options{OnMatch: func(u *matchv1.TicketUpdate) {
+			if u.GetKind() == matchv1.TicketUpdate_KIND_MATCHED {
+				matched <- u.GetAssignment()
+			}
+		}}
+	}
+	a := player(t, s, "sockalice", opts())
+	b := player(t, s, "sockbob", opts())
+	for _, c := range []*rally.Client{a, b} {
+		if _, err := c.FindMatch(ctx, &matchv1.TicketRequest{Queue: "duel"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []*matchv1.Assignment
+	for len(got) < 2 {
+		select {
+		case asg := <-matched:
+			got = append(got, asg)
+		case <-ctx.Done():
+			t.Fatal("no match over the socket")
+		}
+	}
+	if got[0].GetRoomId() != got[1].GetRoomId() {
+		t.Fatalf("different rooms: %v", got)
+	}
+	// A ticket cancelled over the socket ends with a cancelled update.
+	id, err := a.FindMatch(ctx, &matchv1.TicketRequest{Queue: "squad"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.CancelMatch(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+}

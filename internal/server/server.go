@@ -54,6 +54,7 @@ type Server struct {
 	store          store.Store
 	nodeID         string
 	auth           *auth.Service
+	realtime       *realtime.Server
 	events         *roomevents.Publisher
 	// grpcServices register the domains' gRPC services when the server is
 	// built.
@@ -222,6 +223,7 @@ func (s *Server) startRealtime(ctx context.Context, mux *http.ServeMux) error {
 		PingInterval: s.cfg.Realtime.PingInterval, WriteTimeout: s.cfg.Realtime.WriteTimeout,
 	}, s.Registry, s.log)
 	mux.Handle("GET /ws", rt)
+	s.realtime = rt
 	s.onStop("realtime", rt.Close)
 	return nil
 }
@@ -251,6 +253,7 @@ func (s *Server) startMatch(ctx context.Context) error {
 		return sess.UserID, ok
 	})
 	s.grpcServices = append(s.grpcServices, func(g *grpc.Server) { matchv1.RegisterMatchServiceServer(g, svc) })
+	s.realtime.SetMatchmaker(svc)
 	return nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/coder/websocket"
 	"google.golang.org/protobuf/proto"
 
+	matchv1 "github.com/rallyhq/rally/api/proto/rally/match/v1"
 	rtv1 "github.com/rallyhq/rally/api/proto/rally/realtime/v1"
 	"github.com/rallyhq/rally/internal/statesync"
 )
@@ -32,6 +33,8 @@ type Options struct {
 	// OnError receives errors the server pushed without a request (cid 0),
 	// such as the reason for a disconnect.
 	OnError func(e *rtv1.Error)
+	// OnMatch receives matchmaking updates of tickets queued with FindMatch.
+	OnMatch func(u *matchv1.TicketUpdate)
 	// OnReconnect is called after an automatic reconnect succeeded.
 	OnReconnect func()
 	// Reconnect enables automatic reconnect with backoff (default on;
@@ -243,6 +246,10 @@ func (c *Client) dispatch(env *rtv1.Envelope) {
 		c.mu.Unlock()
 		if c.opts.OnRoomClosed != nil {
 			c.opts.OnRoomClosed(m.RoomClosed.GetRoomId(), m.RoomClosed.GetReason())
+		}
+	case *rtv1.Envelope_MatchUpdate:
+		if c.opts.OnMatch != nil {
+			c.opts.OnMatch(m.MatchUpdate.GetUpdate())
 		}
 	case *rtv1.Envelope_Error:
 		c.lastErr.Store(m.Error)
@@ -485,4 +492,21 @@ func (c *Client) State(roomID string) *RoomState {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.rooms[roomID]
+}
+
+// FindMatch queues a matchmaking ticket over the socket and returns its id;
+// updates (queued, widened, matched with the room and reservation, ...)
+// arrive through Options.OnMatch. Closing the client cancels the ticket.
+func (c *Client) FindMatch(ctx context.Context, req *matchv1.TicketRequest) (string, error) {
+	resp, err := c.request(ctx, &rtv1.Envelope{Message: &rtv1.Envelope_FindMatch{FindMatch: &rtv1.FindMatch{Request: req}}})
+	if err != nil {
+		return "", err
+	}
+	return resp.GetMatchTicket().GetTicketId(), nil
+}
+
+// CancelMatch withdraws a waiting ticket.
+func (c *Client) CancelMatch(ctx context.Context, ticketID string) error {
+	_, err := c.request(ctx, &rtv1.Envelope{Message: &rtv1.Envelope_CancelMatch{CancelMatch: &rtv1.CancelMatch{TicketId: ticketID}}})
+	return err
 }

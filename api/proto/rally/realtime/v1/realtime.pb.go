@@ -11,6 +11,7 @@
 package realtimev1
 
 import (
+	v1 "github.com/rallyhq/rally/api/proto/rally/match/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -122,14 +123,18 @@ type Envelope struct {
 	//	*Envelope_SendData
 	//	*Envelope_AckState
 	//	*Envelope_Ping
+	//	*Envelope_FindMatch
+	//	*Envelope_CancelMatch
 	//	*Envelope_RoomJoined
 	//	*Envelope_RoomLeft
 	//	*Envelope_RoomList
 	//	*Envelope_Pong
+	//	*Envelope_MatchTicket
 	//	*Envelope_Data
 	//	*Envelope_Presence
 	//	*Envelope_StateFrame
 	//	*Envelope_RoomClosed
+	//	*Envelope_MatchUpdate
 	Message       isEnvelope_Message `protobuf_oneof:"message"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -251,6 +256,24 @@ func (x *Envelope) GetPing() *Ping {
 	return nil
 }
 
+func (x *Envelope) GetFindMatch() *FindMatch {
+	if x != nil {
+		if x, ok := x.Message.(*Envelope_FindMatch); ok {
+			return x.FindMatch
+		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetCancelMatch() *CancelMatch {
+	if x != nil {
+		if x, ok := x.Message.(*Envelope_CancelMatch); ok {
+			return x.CancelMatch
+		}
+	}
+	return nil
+}
+
 func (x *Envelope) GetRoomJoined() *RoomJoined {
 	if x != nil {
 		if x, ok := x.Message.(*Envelope_RoomJoined); ok {
@@ -287,6 +310,15 @@ func (x *Envelope) GetPong() *Pong {
 	return nil
 }
 
+func (x *Envelope) GetMatchTicket() *MatchTicket {
+	if x != nil {
+		if x, ok := x.Message.(*Envelope_MatchTicket); ok {
+			return x.MatchTicket
+		}
+	}
+	return nil
+}
+
 func (x *Envelope) GetData() *Data {
 	if x != nil {
 		if x, ok := x.Message.(*Envelope_Data); ok {
@@ -318,6 +350,15 @@ func (x *Envelope) GetRoomClosed() *RoomClosed {
 	if x != nil {
 		if x, ok := x.Message.(*Envelope_RoomClosed); ok {
 			return x.RoomClosed
+		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetMatchUpdate() *MatchUpdate {
+	if x != nil {
+		if x, ok := x.Message.(*Envelope_MatchUpdate); ok {
+			return x.MatchUpdate
 		}
 	}
 	return nil
@@ -360,6 +401,14 @@ type Envelope_Ping struct {
 	Ping *Ping `protobuf:"bytes,16,opt,name=ping,proto3,oneof"`
 }
 
+type Envelope_FindMatch struct {
+	FindMatch *FindMatch `protobuf:"bytes,17,opt,name=find_match,json=findMatch,proto3,oneof"`
+}
+
+type Envelope_CancelMatch struct {
+	CancelMatch *CancelMatch `protobuf:"bytes,18,opt,name=cancel_match,json=cancelMatch,proto3,oneof"`
+}
+
 type Envelope_RoomJoined struct {
 	// Responses, server to client.
 	RoomJoined *RoomJoined `protobuf:"bytes,30,opt,name=room_joined,json=roomJoined,proto3,oneof"`
@@ -375,6 +424,10 @@ type Envelope_RoomList struct {
 
 type Envelope_Pong struct {
 	Pong *Pong `protobuf:"bytes,33,opt,name=pong,proto3,oneof"`
+}
+
+type Envelope_MatchTicket struct {
+	MatchTicket *MatchTicket `protobuf:"bytes,34,opt,name=match_ticket,json=matchTicket,proto3,oneof"`
 }
 
 type Envelope_Data struct {
@@ -394,6 +447,10 @@ type Envelope_RoomClosed struct {
 	RoomClosed *RoomClosed `protobuf:"bytes,53,opt,name=room_closed,json=roomClosed,proto3,oneof"`
 }
 
+type Envelope_MatchUpdate struct {
+	MatchUpdate *MatchUpdate `protobuf:"bytes,54,opt,name=match_update,json=matchUpdate,proto3,oneof"`
+}
+
 func (*Envelope_Error) isEnvelope_Message() {}
 
 func (*Envelope_CreateRoom) isEnvelope_Message() {}
@@ -410,6 +467,10 @@ func (*Envelope_AckState) isEnvelope_Message() {}
 
 func (*Envelope_Ping) isEnvelope_Message() {}
 
+func (*Envelope_FindMatch) isEnvelope_Message() {}
+
+func (*Envelope_CancelMatch) isEnvelope_Message() {}
+
 func (*Envelope_RoomJoined) isEnvelope_Message() {}
 
 func (*Envelope_RoomLeft) isEnvelope_Message() {}
@@ -418,6 +479,8 @@ func (*Envelope_RoomList) isEnvelope_Message() {}
 
 func (*Envelope_Pong) isEnvelope_Message() {}
 
+func (*Envelope_MatchTicket) isEnvelope_Message() {}
+
 func (*Envelope_Data) isEnvelope_Message() {}
 
 func (*Envelope_Presence) isEnvelope_Message() {}
@@ -425,6 +488,8 @@ func (*Envelope_Presence) isEnvelope_Message() {}
 func (*Envelope_StateFrame) isEnvelope_Message() {}
 
 func (*Envelope_RoomClosed) isEnvelope_Message() {}
+
+func (*Envelope_MatchUpdate) isEnvelope_Message() {}
 
 // Error answers a request that failed (cid set) or announces why the server
 // is closing the connection (cid 0).
@@ -1610,11 +1675,191 @@ func (x *RoomClosed) GetReason() string {
 	return ""
 }
 
+// FindMatch queues a matchmaking ticket for the caller (the same request as
+// MatchService.FindOpponent). The response is a MatchTicket; MatchUpdate
+// pushes follow until the ticket is matched, cancelled or expired. Closing
+// the socket cancels the ticket.
+type FindMatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Request       *v1.TicketRequest      `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FindMatch) Reset() {
+	*x = FindMatch{}
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FindMatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FindMatch) ProtoMessage() {}
+
+func (x *FindMatch) ProtoReflect() protoreflect.Message {
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FindMatch.ProtoReflect.Descriptor instead.
+func (*FindMatch) Descriptor() ([]byte, []int) {
+	return file_rally_realtime_v1_realtime_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *FindMatch) GetRequest() *v1.TicketRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+type CancelMatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TicketId      string                 `protobuf:"bytes,1,opt,name=ticket_id,json=ticketId,proto3" json:"ticket_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelMatch) Reset() {
+	*x = CancelMatch{}
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelMatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelMatch) ProtoMessage() {}
+
+func (x *CancelMatch) ProtoReflect() protoreflect.Message {
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelMatch.ProtoReflect.Descriptor instead.
+func (*CancelMatch) Descriptor() ([]byte, []int) {
+	return file_rally_realtime_v1_realtime_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *CancelMatch) GetTicketId() string {
+	if x != nil {
+		return x.TicketId
+	}
+	return ""
+}
+
+type MatchTicket struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TicketId      string                 `protobuf:"bytes,1,opt,name=ticket_id,json=ticketId,proto3" json:"ticket_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MatchTicket) Reset() {
+	*x = MatchTicket{}
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MatchTicket) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MatchTicket) ProtoMessage() {}
+
+func (x *MatchTicket) ProtoReflect() protoreflect.Message {
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MatchTicket.ProtoReflect.Descriptor instead.
+func (*MatchTicket) Descriptor() ([]byte, []int) {
+	return file_rally_realtime_v1_realtime_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *MatchTicket) GetTicketId() string {
+	if x != nil {
+		return x.TicketId
+	}
+	return ""
+}
+
+type MatchUpdate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Update        *v1.TicketUpdate       `protobuf:"bytes,1,opt,name=update,proto3" json:"update,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MatchUpdate) Reset() {
+	*x = MatchUpdate{}
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MatchUpdate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MatchUpdate) ProtoMessage() {}
+
+func (x *MatchUpdate) ProtoReflect() protoreflect.Message {
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MatchUpdate.ProtoReflect.Descriptor instead.
+func (*MatchUpdate) Descriptor() ([]byte, []int) {
+	return file_rally_realtime_v1_realtime_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *MatchUpdate) GetUpdate() *v1.TicketUpdate {
+	if x != nil {
+		return x.Update
+	}
+	return nil
+}
+
 var File_rally_realtime_v1_realtime_proto protoreflect.FileDescriptor
 
 const file_rally_realtime_v1_realtime_proto_rawDesc = "" +
 	"\n" +
-	" rally/realtime/v1/realtime.proto\x12\x11rally.realtime.v1\"\xd3\a\n" +
+	" rally/realtime/v1/realtime.proto\x12\x11rally.realtime.v1\x1a\x1arally/match/v1/match.proto\"\xe1\t\n" +
 	"\bEnvelope\x12\x10\n" +
 	"\x03cid\x18\x01 \x01(\rR\x03cid\x120\n" +
 	"\x05error\x18\x02 \x01(\v2\x18.rally.realtime.v1.ErrorH\x00R\x05error\x12@\n" +
@@ -1628,18 +1873,23 @@ const file_rally_realtime_v1_realtime_proto_rawDesc = "" +
 	"list_rooms\x18\r \x01(\v2\x1c.rally.realtime.v1.ListRoomsH\x00R\tlistRooms\x12:\n" +
 	"\tsend_data\x18\x0e \x01(\v2\x1b.rally.realtime.v1.SendDataH\x00R\bsendData\x12:\n" +
 	"\tack_state\x18\x0f \x01(\v2\x1b.rally.realtime.v1.AckStateH\x00R\backState\x12-\n" +
-	"\x04ping\x18\x10 \x01(\v2\x17.rally.realtime.v1.PingH\x00R\x04ping\x12@\n" +
+	"\x04ping\x18\x10 \x01(\v2\x17.rally.realtime.v1.PingH\x00R\x04ping\x12=\n" +
+	"\n" +
+	"find_match\x18\x11 \x01(\v2\x1c.rally.realtime.v1.FindMatchH\x00R\tfindMatch\x12C\n" +
+	"\fcancel_match\x18\x12 \x01(\v2\x1e.rally.realtime.v1.CancelMatchH\x00R\vcancelMatch\x12@\n" +
 	"\vroom_joined\x18\x1e \x01(\v2\x1d.rally.realtime.v1.RoomJoinedH\x00R\n" +
 	"roomJoined\x12:\n" +
 	"\troom_left\x18\x1f \x01(\v2\x1b.rally.realtime.v1.RoomLeftH\x00R\broomLeft\x12:\n" +
 	"\troom_list\x18  \x01(\v2\x1b.rally.realtime.v1.RoomListH\x00R\broomList\x12-\n" +
-	"\x04pong\x18! \x01(\v2\x17.rally.realtime.v1.PongH\x00R\x04pong\x12-\n" +
+	"\x04pong\x18! \x01(\v2\x17.rally.realtime.v1.PongH\x00R\x04pong\x12C\n" +
+	"\fmatch_ticket\x18\" \x01(\v2\x1e.rally.realtime.v1.MatchTicketH\x00R\vmatchTicket\x12-\n" +
 	"\x04data\x182 \x01(\v2\x17.rally.realtime.v1.DataH\x00R\x04data\x129\n" +
 	"\bpresence\x183 \x01(\v2\x1b.rally.realtime.v1.PresenceH\x00R\bpresence\x12@\n" +
 	"\vstate_frame\x184 \x01(\v2\x1d.rally.realtime.v1.StateFrameH\x00R\n" +
 	"stateFrame\x12@\n" +
 	"\vroom_closed\x185 \x01(\v2\x1d.rally.realtime.v1.RoomClosedH\x00R\n" +
-	"roomClosedB\t\n" +
+	"roomClosed\x12C\n" +
+	"\fmatch_update\x186 \x01(\v2\x1e.rally.realtime.v1.MatchUpdateH\x00R\vmatchUpdateB\t\n" +
 	"\amessage\"\x92\x03\n" +
 	"\x05Error\x121\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x1d.rally.realtime.v1.Error.CodeR\x04code\x12\x18\n" +
@@ -1752,7 +2002,15 @@ const file_rally_realtime_v1_realtime_proto_rawDesc = "" +
 	"\n" +
 	"RoomClosed\x12\x17\n" +
 	"\aroom_id\x18\x01 \x01(\tR\x06roomId\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reasonBAZ?github.com/rallyhq/rally/api/proto/rally/realtime/v1;realtimev1b\x06proto3"
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"D\n" +
+	"\tFindMatch\x127\n" +
+	"\arequest\x18\x01 \x01(\v2\x1d.rally.match.v1.TicketRequestR\arequest\"*\n" +
+	"\vCancelMatch\x12\x1b\n" +
+	"\tticket_id\x18\x01 \x01(\tR\bticketId\"*\n" +
+	"\vMatchTicket\x12\x1b\n" +
+	"\tticket_id\x18\x01 \x01(\tR\bticketId\"C\n" +
+	"\vMatchUpdate\x124\n" +
+	"\x06update\x18\x01 \x01(\v2\x1c.rally.match.v1.TicketUpdateR\x06updateBAZ?github.com/rallyhq/rally/api/proto/rally/realtime/v1;realtimev1b\x06proto3"
 
 var (
 	file_rally_realtime_v1_realtime_proto_rawDescOnce sync.Once
@@ -1767,33 +2025,39 @@ func file_rally_realtime_v1_realtime_proto_rawDescGZIP() []byte {
 }
 
 var file_rally_realtime_v1_realtime_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_rally_realtime_v1_realtime_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_rally_realtime_v1_realtime_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_rally_realtime_v1_realtime_proto_goTypes = []any{
-	(Error_Code)(0),    // 0: rally.realtime.v1.Error.Code
-	(*Envelope)(nil),   // 1: rally.realtime.v1.Envelope
-	(*Error)(nil),      // 2: rally.realtime.v1.Error
-	(*Room)(nil),       // 3: rally.realtime.v1.Room
-	(*StateField)(nil), // 4: rally.realtime.v1.StateField
-	(*Player)(nil),     // 5: rally.realtime.v1.Player
-	(*CreateRoom)(nil), // 6: rally.realtime.v1.CreateRoom
-	(*JoinRoom)(nil),   // 7: rally.realtime.v1.JoinRoom
-	(*LeaveRoom)(nil),  // 8: rally.realtime.v1.LeaveRoom
-	(*ListRooms)(nil),  // 9: rally.realtime.v1.ListRooms
-	(*SendData)(nil),   // 10: rally.realtime.v1.SendData
-	(*AckState)(nil),   // 11: rally.realtime.v1.AckState
-	(*Ping)(nil),       // 12: rally.realtime.v1.Ping
-	(*RoomJoined)(nil), // 13: rally.realtime.v1.RoomJoined
-	(*RoomLeft)(nil),   // 14: rally.realtime.v1.RoomLeft
-	(*RoomList)(nil),   // 15: rally.realtime.v1.RoomList
-	(*Pong)(nil),       // 16: rally.realtime.v1.Pong
-	(*Data)(nil),       // 17: rally.realtime.v1.Data
-	(*Presence)(nil),   // 18: rally.realtime.v1.Presence
-	(*StateFrame)(nil), // 19: rally.realtime.v1.StateFrame
-	(*RoomClosed)(nil), // 20: rally.realtime.v1.RoomClosed
-	nil,                // 21: rally.realtime.v1.Room.LabelsEntry
-	nil,                // 22: rally.realtime.v1.CreateRoom.LabelsEntry
-	nil,                // 23: rally.realtime.v1.JoinRoom.LabelsEntry
-	nil,                // 24: rally.realtime.v1.ListRooms.LabelsEntry
+	(Error_Code)(0),          // 0: rally.realtime.v1.Error.Code
+	(*Envelope)(nil),         // 1: rally.realtime.v1.Envelope
+	(*Error)(nil),            // 2: rally.realtime.v1.Error
+	(*Room)(nil),             // 3: rally.realtime.v1.Room
+	(*StateField)(nil),       // 4: rally.realtime.v1.StateField
+	(*Player)(nil),           // 5: rally.realtime.v1.Player
+	(*CreateRoom)(nil),       // 6: rally.realtime.v1.CreateRoom
+	(*JoinRoom)(nil),         // 7: rally.realtime.v1.JoinRoom
+	(*LeaveRoom)(nil),        // 8: rally.realtime.v1.LeaveRoom
+	(*ListRooms)(nil),        // 9: rally.realtime.v1.ListRooms
+	(*SendData)(nil),         // 10: rally.realtime.v1.SendData
+	(*AckState)(nil),         // 11: rally.realtime.v1.AckState
+	(*Ping)(nil),             // 12: rally.realtime.v1.Ping
+	(*RoomJoined)(nil),       // 13: rally.realtime.v1.RoomJoined
+	(*RoomLeft)(nil),         // 14: rally.realtime.v1.RoomLeft
+	(*RoomList)(nil),         // 15: rally.realtime.v1.RoomList
+	(*Pong)(nil),             // 16: rally.realtime.v1.Pong
+	(*Data)(nil),             // 17: rally.realtime.v1.Data
+	(*Presence)(nil),         // 18: rally.realtime.v1.Presence
+	(*StateFrame)(nil),       // 19: rally.realtime.v1.StateFrame
+	(*RoomClosed)(nil),       // 20: rally.realtime.v1.RoomClosed
+	(*FindMatch)(nil),        // 21: rally.realtime.v1.FindMatch
+	(*CancelMatch)(nil),      // 22: rally.realtime.v1.CancelMatch
+	(*MatchTicket)(nil),      // 23: rally.realtime.v1.MatchTicket
+	(*MatchUpdate)(nil),      // 24: rally.realtime.v1.MatchUpdate
+	nil,                      // 25: rally.realtime.v1.Room.LabelsEntry
+	nil,                      // 26: rally.realtime.v1.CreateRoom.LabelsEntry
+	nil,                      // 27: rally.realtime.v1.JoinRoom.LabelsEntry
+	nil,                      // 28: rally.realtime.v1.ListRooms.LabelsEntry
+	(*v1.TicketRequest)(nil), // 29: rally.match.v1.TicketRequest
+	(*v1.TicketUpdate)(nil),  // 30: rally.match.v1.TicketUpdate
 }
 var file_rally_realtime_v1_realtime_proto_depIdxs = []int32{
 	2,  // 0: rally.realtime.v1.Envelope.error:type_name -> rally.realtime.v1.Error
@@ -1804,35 +2068,41 @@ var file_rally_realtime_v1_realtime_proto_depIdxs = []int32{
 	10, // 5: rally.realtime.v1.Envelope.send_data:type_name -> rally.realtime.v1.SendData
 	11, // 6: rally.realtime.v1.Envelope.ack_state:type_name -> rally.realtime.v1.AckState
 	12, // 7: rally.realtime.v1.Envelope.ping:type_name -> rally.realtime.v1.Ping
-	13, // 8: rally.realtime.v1.Envelope.room_joined:type_name -> rally.realtime.v1.RoomJoined
-	14, // 9: rally.realtime.v1.Envelope.room_left:type_name -> rally.realtime.v1.RoomLeft
-	15, // 10: rally.realtime.v1.Envelope.room_list:type_name -> rally.realtime.v1.RoomList
-	16, // 11: rally.realtime.v1.Envelope.pong:type_name -> rally.realtime.v1.Pong
-	17, // 12: rally.realtime.v1.Envelope.data:type_name -> rally.realtime.v1.Data
-	18, // 13: rally.realtime.v1.Envelope.presence:type_name -> rally.realtime.v1.Presence
-	19, // 14: rally.realtime.v1.Envelope.state_frame:type_name -> rally.realtime.v1.StateFrame
-	20, // 15: rally.realtime.v1.Envelope.room_closed:type_name -> rally.realtime.v1.RoomClosed
-	0,  // 16: rally.realtime.v1.Error.code:type_name -> rally.realtime.v1.Error.Code
-	21, // 17: rally.realtime.v1.Room.labels:type_name -> rally.realtime.v1.Room.LabelsEntry
-	4,  // 18: rally.realtime.v1.Room.schema:type_name -> rally.realtime.v1.StateField
-	22, // 19: rally.realtime.v1.CreateRoom.labels:type_name -> rally.realtime.v1.CreateRoom.LabelsEntry
-	23, // 20: rally.realtime.v1.JoinRoom.labels:type_name -> rally.realtime.v1.JoinRoom.LabelsEntry
-	6,  // 21: rally.realtime.v1.JoinRoom.create:type_name -> rally.realtime.v1.CreateRoom
-	24, // 22: rally.realtime.v1.ListRooms.labels:type_name -> rally.realtime.v1.ListRooms.LabelsEntry
-	3,  // 23: rally.realtime.v1.RoomJoined.room:type_name -> rally.realtime.v1.Room
-	5,  // 24: rally.realtime.v1.RoomJoined.players:type_name -> rally.realtime.v1.Player
-	5,  // 25: rally.realtime.v1.RoomJoined.self:type_name -> rally.realtime.v1.Player
-	3,  // 26: rally.realtime.v1.RoomList.rooms:type_name -> rally.realtime.v1.Room
-	5,  // 27: rally.realtime.v1.Presence.joins:type_name -> rally.realtime.v1.Player
-	5,  // 28: rally.realtime.v1.Presence.leaves:type_name -> rally.realtime.v1.Player
-	5,  // 29: rally.realtime.v1.Presence.dropped:type_name -> rally.realtime.v1.Player
-	5,  // 30: rally.realtime.v1.Presence.rejoined:type_name -> rally.realtime.v1.Player
-	17, // 31: rally.realtime.v1.StateFrame.messages:type_name -> rally.realtime.v1.Data
-	32, // [32:32] is the sub-list for method output_type
-	32, // [32:32] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	21, // 8: rally.realtime.v1.Envelope.find_match:type_name -> rally.realtime.v1.FindMatch
+	22, // 9: rally.realtime.v1.Envelope.cancel_match:type_name -> rally.realtime.v1.CancelMatch
+	13, // 10: rally.realtime.v1.Envelope.room_joined:type_name -> rally.realtime.v1.RoomJoined
+	14, // 11: rally.realtime.v1.Envelope.room_left:type_name -> rally.realtime.v1.RoomLeft
+	15, // 12: rally.realtime.v1.Envelope.room_list:type_name -> rally.realtime.v1.RoomList
+	16, // 13: rally.realtime.v1.Envelope.pong:type_name -> rally.realtime.v1.Pong
+	23, // 14: rally.realtime.v1.Envelope.match_ticket:type_name -> rally.realtime.v1.MatchTicket
+	17, // 15: rally.realtime.v1.Envelope.data:type_name -> rally.realtime.v1.Data
+	18, // 16: rally.realtime.v1.Envelope.presence:type_name -> rally.realtime.v1.Presence
+	19, // 17: rally.realtime.v1.Envelope.state_frame:type_name -> rally.realtime.v1.StateFrame
+	20, // 18: rally.realtime.v1.Envelope.room_closed:type_name -> rally.realtime.v1.RoomClosed
+	24, // 19: rally.realtime.v1.Envelope.match_update:type_name -> rally.realtime.v1.MatchUpdate
+	0,  // 20: rally.realtime.v1.Error.code:type_name -> rally.realtime.v1.Error.Code
+	25, // 21: rally.realtime.v1.Room.labels:type_name -> rally.realtime.v1.Room.LabelsEntry
+	4,  // 22: rally.realtime.v1.Room.schema:type_name -> rally.realtime.v1.StateField
+	26, // 23: rally.realtime.v1.CreateRoom.labels:type_name -> rally.realtime.v1.CreateRoom.LabelsEntry
+	27, // 24: rally.realtime.v1.JoinRoom.labels:type_name -> rally.realtime.v1.JoinRoom.LabelsEntry
+	6,  // 25: rally.realtime.v1.JoinRoom.create:type_name -> rally.realtime.v1.CreateRoom
+	28, // 26: rally.realtime.v1.ListRooms.labels:type_name -> rally.realtime.v1.ListRooms.LabelsEntry
+	3,  // 27: rally.realtime.v1.RoomJoined.room:type_name -> rally.realtime.v1.Room
+	5,  // 28: rally.realtime.v1.RoomJoined.players:type_name -> rally.realtime.v1.Player
+	5,  // 29: rally.realtime.v1.RoomJoined.self:type_name -> rally.realtime.v1.Player
+	3,  // 30: rally.realtime.v1.RoomList.rooms:type_name -> rally.realtime.v1.Room
+	5,  // 31: rally.realtime.v1.Presence.joins:type_name -> rally.realtime.v1.Player
+	5,  // 32: rally.realtime.v1.Presence.leaves:type_name -> rally.realtime.v1.Player
+	5,  // 33: rally.realtime.v1.Presence.dropped:type_name -> rally.realtime.v1.Player
+	5,  // 34: rally.realtime.v1.Presence.rejoined:type_name -> rally.realtime.v1.Player
+	17, // 35: rally.realtime.v1.StateFrame.messages:type_name -> rally.realtime.v1.Data
+	29, // 36: rally.realtime.v1.FindMatch.request:type_name -> rally.match.v1.TicketRequest
+	30, // 37: rally.realtime.v1.MatchUpdate.update:type_name -> rally.match.v1.TicketUpdate
+	38, // [38:38] is the sub-list for method output_type
+	38, // [38:38] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_rally_realtime_v1_realtime_proto_init() }
@@ -1849,14 +2119,18 @@ func file_rally_realtime_v1_realtime_proto_init() {
 		(*Envelope_SendData)(nil),
 		(*Envelope_AckState)(nil),
 		(*Envelope_Ping)(nil),
+		(*Envelope_FindMatch)(nil),
+		(*Envelope_CancelMatch)(nil),
 		(*Envelope_RoomJoined)(nil),
 		(*Envelope_RoomLeft)(nil),
 		(*Envelope_RoomList)(nil),
 		(*Envelope_Pong)(nil),
+		(*Envelope_MatchTicket)(nil),
 		(*Envelope_Data)(nil),
 		(*Envelope_Presence)(nil),
 		(*Envelope_StateFrame)(nil),
 		(*Envelope_RoomClosed)(nil),
+		(*Envelope_MatchUpdate)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1864,7 +2138,7 @@ func file_rally_realtime_v1_realtime_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rally_realtime_v1_realtime_proto_rawDesc), len(file_rally_realtime_v1_realtime_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   24,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
