@@ -8,6 +8,7 @@ set -euo pipefail
 NEEDS=(
   "git:git"
   "update-ca-certificates:ca-certificates"
+  "redis-server:redis-server"
 )
 
 missing=()

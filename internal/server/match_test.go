@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 
 	matchv1 "github.com/rallyhq/rally/api/proto/rally/match/v1"
 	rtv1 "github.com/rallyhq/rally/api/proto/rally/realtime/v1"
+	"github.com/rallyhq/rally/internal/testsvc"
 	"github.com/rallyhq/rally/sdk/go/rally"
 )
 
@@ -217,5 +219,52 @@ func TestFindMatchOverTheSocket(t *testing.T) {
 	}
 	if err := a.CancelMatch(ctx, id); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Two Rally replicas share one Redis pool and one NATS: a player streaming
+// from each is matched with the other, and both hear it.
+func TestTwoReplicasMatchAcrossRedis(t *testing.T) {
+	rds := testsvc.StartRedis(t)
+	cfgA := testConfig(t)
+	cfgA.NATS.Addr = "127.0.0.1:0"
+	cfgA.Match.Store, cfgA.Match.RedisURL = "redis", rds.URL()
+	a := startServer(t, cfgA)
+	defer shutdown(t, a)
+	cfgB := testConfig(t)
+	cfgB.NATS.URL = "nats://" + a.Addrs().NATS
+	cfgB.Match.Store, cfgB.Match.RedisURL = "redis", rds.URL()
+	b := startServer(t, cfgB)
+	defer shutdown(t, b)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	got := make(chan *matchv1.Assignment, 2)
+	for i, s := range []*Server{a, b} {
+		sess, err := rally.AuthenticateDevice(ctx, "http://"+s.Addrs().HTTP, fmt.Sprintf("device-replica-%d-00", i), "", true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stream, err := matchClient(t, s).FindOpponent(bearer(ctx, sess.Token), &matchv1.TicketRequest{Queue: "duel"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			for {
+				u, err := stream.Recv()
+				if err != nil {
+					got <- nil
+					return
+				}
+				if u.GetKind() == matchv1.TicketUpdate_KIND_MATCHED {
+					got <- u.GetAssignment()
+					return
+				}
+			}
+		}()
+	}
+	first, second := <-got, <-got
+	if first == nil || second == nil || first.GetMatchId() != second.GetMatchId() {
+		t.Fatalf("assignments: %v / %v", first, second)
 	}
 }

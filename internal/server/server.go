@@ -14,8 +14,10 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel"
@@ -235,14 +237,39 @@ func (s *Server) startMatch(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var pool match.Pool = match.NewMemoryPool()
-	if s.cfg.Match.Store == "redis" {
-		return fmt.Errorf("match.store: redis is not available in this build yet")
-	}
 	hub := match.NewHub()
+	var pool match.Pool = match.NewMemoryPool()
+	notify := hub.Notify
+	if s.cfg.Match.Store == "redis" {
+		opts, err := redis.ParseURL(s.cfg.Match.RedisURL)
+		if err != nil {
+			return fmt.Errorf("match.redis_url: %w", err)
+		}
+		client := redis.NewClient(opts)
+		if err := client.Ping(ctx).Err(); err != nil {
+			_ = client.Close()
+			return fmt.Errorf("match: redis at %s: %w", opts.Addr, err)
+		}
+		s.onStop("match-redis", func(context.Context) error { return client.Close() })
+		s.health.Add("redis", func(ctx context.Context) error { return client.Ping(ctx).Err() })
+		pool = match.NewRedisPool(client, "rally:match:")
+		// Updates cross replicas over NATS: the replica that matches a
+		// ticket is often not the one streaming it.
+		nc := s.bus.Conn()
+		sub, err := nc.Subscribe(match.RelaySubject+"*", func(m *nats.Msg) {
+			if err := match.Receive(hub, m.Data); err != nil {
+				s.log.Warn("bad relayed ticket update", "err", err)
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("match: relay subscription: %w", err)
+		}
+		s.onStop("match-relay", func(context.Context) error { return sub.Unsubscribe() })
+		notify = match.Relay{Publish: nc.Publish, Log: s.log}.Notify
+	}
 	ratings := match.StoreRatings{St: s.store}
 	engine := match.NewEngine(rules, pool, match.RoomAllocator{Rooms: s.rooms, Ratings: ratings}, match.Options{
-		Notify: hub.Notify, Registerer: s.Registry, Log: s.log,
+		Notify: notify, Registerer: s.Registry, Log: s.log,
 	})
 	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
