@@ -461,7 +461,7 @@ func TestConfigPrintShowsEffectiveConfig(t *testing.T) {
 
 func TestBenchColdstartWritesJSON(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "coldstart.json")
-	cmd := exec.Command(rallyBin, "bench", "coldstart", "--runs", "3", "--binary", rallyBin, "--json", out)
+	cmd := exec.Command(rallyBin, "bench", "coldstart", "--runs", "3", "--binary", rallyBin, "--match", "--json", out)
 	table, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("%v:\n%s", err, table)
@@ -486,6 +486,9 @@ func TestBenchColdstartWritesJSON(t *testing.T) {
 		if _, ok := names[k]; !ok {
 			t.Errorf("JSON lacks %q: %s", k, raw)
 		}
+	}
+	if fm, ok := names["first_match_ms"].(map[string]any); !ok || fm["p99"].(float64) < minMS {
+		t.Errorf("first_match_ms: %v", names["first_match_ms"])
 	}
 	if names["runs"] != float64(3) || len(res.Samples) != 3 {
 		t.Fatalf("runs %v samples %v", names["runs"], res.Samples)
