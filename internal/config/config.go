@@ -123,6 +123,10 @@ type HTTP struct {
 	// Pprof serves Go's profiler under /debug/pprof/. Keep it off on ports
 	// the internet reaches.
 	Pprof bool `koanf:"pprof"`
+	// Advertise is the address players reach this node at (host:port). Match
+	// assignments carry it, so a player matched by another replica knows
+	// where its room is.
+	Advertise string `koanf:"advertise"`
 }
 
 // NATS selects between the embedded NATS server and an external one.
@@ -174,6 +178,7 @@ var defaults = map[string]any{
 	"log.level":               "info",
 	"http.addr":               "127.0.0.1:7350",
 	"http.pprof":              false,
+	"http.advertise":          "",
 	"grpc.addr":               "127.0.0.1:7349",
 	"nats.url":                "",
 	"nats.addr":               "127.0.0.1:4222",

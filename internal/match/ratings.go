@@ -112,6 +112,8 @@ type RoomCreator interface {
 type RoomAllocator struct {
 	Rooms   RoomCreator
 	Ratings StoreRatings
+	// Connection is this node's address for players (http.advertise).
+	Connection string
 }
 
 // Allocate implements Allocator.
@@ -133,5 +135,5 @@ func (a RoomAllocator) Allocate(ctx context.Context, m *Match) (*Assignment, err
 			return nil, err
 		}
 	}
-	return &Assignment{MatchID: m.ID, RoomID: roomID, Reservations: tokens, Teams: m.Teams, Region: m.Region}, nil
+	return &Assignment{MatchID: m.ID, RoomID: roomID, Connection: a.Connection, Reservations: tokens, Teams: m.Teams, Region: m.Region}, nil
 }

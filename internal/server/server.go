@@ -268,7 +268,7 @@ func (s *Server) startMatch(ctx context.Context) error {
 		notify = match.Relay{Publish: nc.Publish, Log: s.log}.Notify
 	}
 	ratings := match.StoreRatings{St: s.store}
-	engine := match.NewEngine(rules, pool, match.RoomAllocator{Rooms: s.rooms, Ratings: ratings}, match.Options{
+	engine := match.NewEngine(rules, pool, match.RoomAllocator{Rooms: s.rooms, Ratings: ratings, Connection: s.cfg.HTTP.Advertise}, match.Options{
 		Notify: notify, Registerer: s.Registry, Log: s.log,
 	})
 	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
