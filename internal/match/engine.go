@@ -104,9 +104,12 @@ type Engine struct {
 	log    *slog.Logger
 	m      *metrics
 
-	mu     sync.Mutex // one pass at a time; guards rng and widened
-	rng    *rand.Rand
+	mu     sync.Mutex     // one pass at a time; guards widest
 	widest map[string]int // ticket id -> widening step announced
+
+	// Ids come from their own lock: submitting must not wait for a pass.
+	idMu sync.Mutex
+	rng  *rand.Rand
 }
 
 // NewEngine returns an engine for rules over pool.
@@ -149,8 +152,8 @@ var ErrInvalidTicket = errors.New("match: invalid ticket")
 
 // NewID returns a fresh random id (reproducible with a fixed seed).
 func (e *Engine) NewID() string {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+	e.idMu.Lock()
+	defer e.idMu.Unlock()
 	return fmt.Sprintf("%016x", e.rng.Uint64())
 }
 
@@ -411,7 +414,7 @@ func (e *Engine) claimAndAllocate(ctx context.Context, q *Queue, group []*Ticket
 	for i, t := range group {
 		ids[i] = t.ID
 	}
-	matchID := fmt.Sprintf("%016x", e.rng.Uint64())
+	matchID := e.NewID()
 	ok, err := e.pool.Claim(ctx, matchID, ids)
 	if err != nil || !ok {
 		if !ok && err == nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/rallyhq/rally/internal/rating"
 	"github.com/rallyhq/rally/internal/store"
@@ -36,13 +37,71 @@ const (
 )
 
 // StoreRatings keeps ratings and the teams of allocated matches (so a
-// result can be checked against who played) in the durable store.
+// result can be checked against who played) in the durable store. Match
+// records are written in batches by a background goroutine (Start), since
+// a matching pass makes hundreds of matches and one fsync each would stall
+// it; until written they are served from memory.
 type StoreRatings struct {
 	St store.Store
+
+	mu      sync.Mutex
+	pending map[string][][]string
+	kick    chan struct{}
+	stop    chan struct{}
+	done    chan struct{}
+}
+
+// NewStoreRatings returns ratings over st; call Start before use.
+func NewStoreRatings(st store.Store) *StoreRatings {
+	return &StoreRatings{St: st, pending: map[string][][]string{}, kick: make(chan struct{}, 1),
+		stop: make(chan struct{}), done: make(chan struct{})}
+}
+
+// Start runs the background writer of match records.
+func (s *StoreRatings) Start() {
+	go func() {
+		defer close(s.done)
+		for {
+			select {
+			case <-s.kick:
+				s.flush()
+			case <-s.stop:
+				s.flush()
+				return
+			}
+		}
+	}()
+}
+
+// Close writes what is pending and stops the writer.
+func (s *StoreRatings) Close(context.Context) error {
+	close(s.stop)
+	<-s.done
+	return nil
+}
+
+func (s *StoreRatings) flush() {
+	s.mu.Lock()
+	batch := make(map[string][]byte, len(s.pending))
+	for id, teams := range s.pending {
+		batch[id], _ = json.Marshal(teams)
+	}
+	s.mu.Unlock()
+	if len(batch) == 0 {
+		return
+	}
+	if err := s.St.PutMany(context.Background(), matchesBucket, batch); err != nil {
+		return // kept pending; the next kick retries
+	}
+	s.mu.Lock()
+	for id := range batch {
+		delete(s.pending, id)
+	}
+	s.mu.Unlock()
 }
 
 // Get returns each user's rating, NewPlayerRating for unknown users.
-func (s StoreRatings) Get(ctx context.Context, users []string) (map[string]rating.Rating, error) {
+func (s *StoreRatings) Get(ctx context.Context, users []string) (map[string]rating.Rating, error) {
 	out := make(map[string]rating.Rating, len(users))
 	for _, u := range users {
 		b, err := s.St.Get(ctx, ratingsBucket, u)
@@ -63,24 +122,34 @@ func (s StoreRatings) Get(ctx context.Context, users []string) (map[string]ratin
 }
 
 // Put stores ratings.
-func (s StoreRatings) Put(ctx context.Context, ratings map[string]rating.Rating) error {
+func (s *StoreRatings) Put(ctx context.Context, ratings map[string]rating.Rating) error {
+	batch := make(map[string][]byte, len(ratings))
 	for u, r := range ratings {
-		b, _ := json.Marshal(r)
-		if err := s.St.Put(ctx, ratingsBucket, u, b); err != nil {
-			return err
-		}
+		batch[u], _ = json.Marshal(r)
+	}
+	return s.St.PutMany(ctx, ratingsBucket, batch)
+}
+
+// RecordMatch remembers who played a match.
+func (s *StoreRatings) RecordMatch(_ context.Context, matchID string, teams [][]string) error {
+	s.mu.Lock()
+	s.pending[matchID] = teams
+	s.mu.Unlock()
+	select {
+	case s.kick <- struct{}{}:
+	default:
 	}
 	return nil
 }
 
-// RecordMatch remembers who played a match.
-func (s StoreRatings) RecordMatch(ctx context.Context, matchID string, teams [][]string) error {
-	b, _ := json.Marshal(teams)
-	return s.St.Put(ctx, matchesBucket, matchID, b)
-}
-
 // MatchTeams returns who played a match, or ErrMatchNotFound.
-func (s StoreRatings) MatchTeams(ctx context.Context, matchID string) ([][]string, error) {
+func (s *StoreRatings) MatchTeams(ctx context.Context, matchID string) ([][]string, error) {
+	s.mu.Lock()
+	teams, ok := s.pending[matchID]
+	s.mu.Unlock()
+	if ok {
+		return teams, nil
+	}
 	b, err := s.St.Get(ctx, matchesBucket, matchID)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, ErrMatchNotFound
@@ -88,12 +157,14 @@ func (s StoreRatings) MatchTeams(ctx context.Context, matchID string) ([][]strin
 	if err != nil {
 		return nil, err
 	}
-	var teams [][]string
 	return teams, json.Unmarshal(b, &teams)
 }
 
 // ForgetMatch removes a match once its result is in: a result counts once.
-func (s StoreRatings) ForgetMatch(ctx context.Context, matchID string) error {
+func (s *StoreRatings) ForgetMatch(ctx context.Context, matchID string) error {
+	s.mu.Lock()
+	delete(s.pending, matchID)
+	s.mu.Unlock()
 	return s.St.Delete(ctx, matchesBucket, matchID)
 }
 
@@ -111,7 +182,7 @@ type RoomCreator interface {
 // each player.
 type RoomAllocator struct {
 	Rooms   RoomCreator
-	Ratings StoreRatings
+	Ratings *StoreRatings
 	// Connection is this node's address for players (http.advertise).
 	Connection string
 }
@@ -130,7 +201,7 @@ func (a RoomAllocator) Allocate(ctx context.Context, m *Match) (*Assignment, err
 	if err != nil {
 		return nil, err
 	}
-	if a.Ratings.St != nil {
+	if a.Ratings != nil {
 		if err := a.Ratings.RecordMatch(ctx, m.ID, m.Teams); err != nil {
 			return nil, err
 		}

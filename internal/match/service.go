@@ -22,13 +22,13 @@ type Service struct {
 	matchv1.UnimplementedMatchServiceServer
 	Engine  *Engine
 	Hub     *Hub
-	Ratings StoreRatings
+	Ratings *StoreRatings
 	Caller  Caller
 	tracer  trace.Tracer
 }
 
 // NewService returns the gRPC service.
-func NewService(e *Engine, hub *Hub, ratings StoreRatings, caller Caller) *Service {
+func NewService(e *Engine, hub *Hub, ratings *StoreRatings, caller Caller) *Service {
 	return &Service{Engine: e, Hub: hub, Ratings: ratings, Caller: caller, tracer: otel.Tracer("rally/match")}
 }
 

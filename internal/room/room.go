@@ -183,8 +183,15 @@ var (
 func (r *Room) run() {
 	defer close(r.done)
 	period := time.Second / time.Duration(r.tickRate)
-	t := time.NewTicker(period)
-	defer t.Stop()
+	// An empty room does not tick: rooms made for a match wait for their
+	// players at no cost, and a room everyone left idles until it closes.
+	var t *time.Ticker
+	var ticks <-chan time.Time
+	defer func() {
+		if t != nil {
+			t.Stop()
+		}
+	}()
 	var tick uint32
 	for {
 		select {
@@ -192,7 +199,7 @@ func (r *Room) run() {
 			return
 		case fn := <-r.ctl:
 			r.safely(fn)
-		case <-t.C:
+		case <-ticks:
 			tick++
 			start := time.Now()
 			r.safely(func() { r.tick(tick) })
@@ -201,6 +208,14 @@ func (r *Room) run() {
 			if d > period {
 				r.m.metrics.tickOverruns.Inc()
 			}
+		}
+		switch seated := r.players() > 0; {
+		case seated && t == nil:
+			t = time.NewTicker(period)
+			ticks = t.C
+		case !seated && t != nil:
+			t.Stop()
+			t, ticks = nil, nil
 		}
 	}
 }

@@ -267,7 +267,9 @@ func (s *Server) startMatch(ctx context.Context) error {
 		s.onStop("match-relay", func(context.Context) error { return sub.Unsubscribe() })
 		notify = match.Relay{Publish: nc.Publish, Log: s.log}.Notify
 	}
-	ratings := match.StoreRatings{St: s.store}
+	ratings := match.NewStoreRatings(s.store)
+	ratings.Start()
+	s.onStop("match-results", ratings.Close)
 	engine := match.NewEngine(rules, pool, match.RoomAllocator{Rooms: s.rooms, Ratings: ratings, Connection: s.cfg.HTTP.Advertise}, match.Options{
 		Notify: notify, Registerer: s.Registry, Log: s.log,
 	})

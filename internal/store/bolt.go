@@ -65,6 +65,22 @@ func (b *Bolt) Put(_ context.Context, bucket, key string, value []byte) error {
 	})
 }
 
+// PutMany implements Store: one transaction, one fsync.
+func (b *Bolt) PutMany(_ context.Context, bucket string, kvs map[string][]byte) error {
+	return b.db.Update(func(tx *bolt.Tx) error {
+		bk, err := tx.CreateBucketIfNotExists([]byte(bucket))
+		if err != nil {
+			return err
+		}
+		for k, v := range kvs {
+			if err := bk.Put([]byte(k), v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 // PutIfAbsent implements Store.
 func (b *Bolt) PutIfAbsent(_ context.Context, bucket, key string, value []byte) ([]byte, bool, error) {
 	var stored []byte

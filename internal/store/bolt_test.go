@@ -119,6 +119,20 @@ func TestBoltPutIfAbsentHasOneWinner(t *testing.T) {
 	}
 }
 
+func TestBoltPutMany(t *testing.T) {
+	ctx := context.Background()
+	b, _ := openTemp(t)
+	defer b.Close()
+	if err := b.PutMany(ctx, "m", map[string][]byte{"a": []byte("1"), "b": []byte("2")}); err != nil {
+		t.Fatal(err)
+	}
+	for k, want := range map[string]string{"a": "1", "b": "2"} {
+		if v, err := b.Get(ctx, "m", k); err != nil || string(v) != want {
+			t.Fatalf("%s = %q, %v", k, v, err)
+		}
+	}
+}
+
 func TestBoltSurvivesReopen(t *testing.T) {
 	ctx := context.Background()
 	b, path := openTemp(t)

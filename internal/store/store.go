@@ -21,6 +21,8 @@ type Store interface {
 	// PutIfAbsent sets key only when it has no value yet and reports whether
 	// it did; the value stored afterwards is returned either way.
 	PutIfAbsent(ctx context.Context, bucket, key string, value []byte) (stored []byte, created bool, err error)
+	// PutMany sets several keys of a bucket in one durable write.
+	PutMany(ctx context.Context, bucket string, kvs map[string][]byte) error
 	// Delete removes key from bucket; a missing key is not an error.
 	Delete(ctx context.Context, bucket, key string) error
 	// Scan calls fn for each key in bucket starting with prefix, in key order,
