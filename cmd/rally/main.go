@@ -175,6 +175,7 @@ func benchCmd() *cobra.Command {
 	cold.Flags().StringVar(&opts.Binary, "binary", "", "rally binary to start (default: this one)")
 	cold.Flags().StringVar(&opts.JSONFile, "json", "", "also write the result as JSON to this file")
 	cold.Flags().DurationVar(&opts.Timeout, "timeout", 10*time.Second, "give up on a start after this long")
+	cold.Flags().BoolVar(&opts.Match, "match", false, "also measure exec to the first pair matched (two players, duel queue)")
 	cold.RunE = func(cmd *cobra.Command, _ []string) error {
 		if opts.Binary == "" {
 			exe, err := os.Executable()
@@ -192,6 +193,7 @@ func benchCmd() *cobra.Command {
 	}
 	cmd.AddCommand(cold)
 	cmd.AddCommand(syncCmd())
+	cmd.AddCommand(matchCmd())
 	return cmd
 }
 
@@ -240,6 +242,63 @@ func syncCmd() *cobra.Command {
 		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		res, err := bench.Sync(ctx, opts)
+		if err != nil {
+			return err
+		}
+		res.WriteTable(os.Stdout)
+		return nil
+	}
+	return cmd
+}
+
+func matchCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "match",
+		Short: "Keep many FindOpponent streams open; report match throughput, time to match, rating spread and double assignments",
+		Args:  cobra.NoArgs,
+	}
+	var opts bench.MatchOptions
+	f := cmd.Flags()
+	f.StringVar(&opts.Target, "target", "", "HTTP host:port of a running server (comma-separated for several); empty starts --binary")
+	f.StringVar(&opts.GRPCTarget, "grpc-target", "", "gRPC host:port of each --target, in the same order")
+	f.StringVar(&opts.Binary, "binary", "", "rally binary to start when --target is empty (default: this one)")
+	f.IntVar(&opts.Clients, "clients", 10000, "FindOpponent streams kept open at all times")
+	f.IntVar(&opts.Players, "players", 0, "distinct accounts, each with one open ticket at a time (default: --clients)")
+	f.Float64Var(&opts.Rate, "rate", 0, "new tickets per second over all clients (0: as fast as the clients go)")
+	f.StringVar(&opts.Queue, "queue", "duel", "matchmaking queue")
+	f.DurationVar(&opts.Duration, "duration", 20*time.Second, "measured window")
+	f.DurationVar(&opts.Warmup, "warmup", 3*time.Second, "load before the measured window, not counted")
+	f.IntVar(&opts.ConnectConcurrency, "connect-concurrency", 64, "concurrent logins")
+	f.IntVar(&opts.GRPCConns, "grpc-conns", 16, "gRPC connections the streams are spread over (at least one per server)")
+	f.Uint64Var(&opts.Seed, "seed", 1, "seed of the players' ratings and region latencies")
+	f.StringVar(&opts.RedisURL, "redis", "", "redis://host:port/db: started servers share this Redis pool (match.store redis)")
+	f.IntVar(&opts.Replicas, "replicas", 1, "servers to start on the --redis pool; clients are spread over them round robin")
+	f.StringVar(&opts.JSONFile, "json", "", "also write the result as JSON to this file")
+	cpuProfile := f.String("cpuprofile", "", "write the load generator's CPU profile to this file")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if *cpuProfile != "" {
+			out, err := os.Create(*cpuProfile)
+			if err != nil {
+				return err
+			}
+			defer out.Close()
+			if err := pprof.StartCPUProfile(out); err != nil {
+				return err
+			}
+			defer pprof.StopCPUProfile()
+		}
+		if opts.Target == "" && opts.Binary == "" {
+			exe, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			opts.Binary = exe
+		}
+		opts.Progress = os.Stderr
+		// Ctrl-C ends the run cleanly, stopping the servers the bench started.
+		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		res, err := bench.Match(ctx, opts)
 		if err != nil {
 			return err
 		}
