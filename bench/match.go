@@ -847,52 +847,22 @@ func teamUsers(a *matchv1.Assignment) []string {
 // tickets sent and matched in the last second, and the p99 time to match
 // of the phase so far (from coarse histograms, within 12.5%).
 func (r *matchRun) progress(clients []*matchClient, start, winStart, winEnd time.Time, done <-chan struct{}) {
-	w := r.opts.Progress
-	if w == nil {
-		return
-	}
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	var lastSent, lastMatched int64
-	var total histTotal
-	measuring := false
-	last := time.Now()
-	for {
-		select {
-		case <-done:
-			return
-		case now := <-t.C:
-			phase := "warmup"
-			switch {
-			case now.Before(start):
-				continue
-			case now.After(winEnd):
-				phase = "drain"
-			case !now.Before(winStart):
-				phase = "measure"
-				if !measuring {
-					measuring, total = true, histTotal{}
-				}
-			}
-			var sent, matched int64
-			for _, c := range clients {
-				sent += c.sent.Load()
-				matched += c.matched.Load()
-				c.mu.Lock()
-				total.drain(&c.hist)
-				c.mu.Unlock()
-			}
-			var errs int64
-			for i := range r.errs {
-				errs += r.errs[i].Load()
-			}
-			dt := now.Sub(last).Seconds()
-			fmt.Fprintf(w, "%6.1fs %-7s open %6d  sent %8.0f/s  matched %8.0f/s  p99 %8.1f ms  errors %d\n",
-				now.Sub(start).Seconds(), phase, r.open.Load(), float64(sent-lastSent)/dt,
-				float64(matched-lastMatched)/dt, total.percentileMS(99), errs)
-			lastSent, lastMatched, last = sent, matched, now
+	progressLoop(r.opts.Progress, start, winStart, winEnd, done, func(total *histTotal) (sent, matched, errs int64) {
+		for _, c := range clients {
+			sent += c.sent.Load()
+			matched += c.matched.Load()
+			c.mu.Lock()
+			total.drain(&c.hist)
+			c.mu.Unlock()
 		}
-	}
+		for i := range r.errs {
+			errs += r.errs[i].Load()
+		}
+		return sent, matched, errs
+	}, func(elapsed float64, phase string, sent, matched, p99 float64, errs int64) string {
+		return fmt.Sprintf("%6.1fs %-7s open %6d  sent %8.0f/s  matched %8.0f/s  p99 %8.1f ms  errors %d\n",
+			elapsed, phase, r.open.Load(), sent, matched, p99, errs)
+	})
 }
 
 // summarise derives the run's figures from every ticket's record.

@@ -300,3 +300,46 @@ func histDeltaPercentiles(before, after *dto.Histogram, ps ...float64) (vals []f
 	}
 	return vals, maxV, n
 }
+
+// progressLoop prints one line per second to w until done: the phase
+// (warmup, measure, drain), and whatever line makes of the scenario's two
+// counters (as rates since the previous line), the p99 of the phase so far
+// and the error count. sample reads the counters and drains the clients'
+// histograms into total.
+func progressLoop(w io.Writer, start, winStart, winEnd time.Time, done <-chan struct{},
+	sample func(total *histTotal) (a, b, errs int64),
+	line func(elapsed float64, phase string, aRate, bRate, p99 float64, errs int64) string) {
+	if w == nil {
+		return
+	}
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	var lastA, lastB int64
+	var total histTotal
+	measuring := false
+	last := time.Now()
+	for {
+		select {
+		case <-done:
+			return
+		case now := <-t.C:
+			phase := "warmup"
+			switch {
+			case now.Before(start):
+				continue
+			case now.After(winEnd):
+				phase = "drain"
+			case !now.Before(winStart):
+				phase = "measure"
+				if !measuring {
+					measuring, total = true, histTotal{}
+				}
+			}
+			a, b, errs := sample(&total)
+			dt := now.Sub(last).Seconds()
+			fmt.Fprint(w, line(now.Sub(start).Seconds(), phase, float64(a-lastA)/dt, float64(b-lastB)/dt,
+				total.percentileMS(99), errs))
+			lastA, lastB, last = a, b, now
+		}
+	}
+}

@@ -668,52 +668,22 @@ func closeAll(r *syncRun, clients []*syncClient) {
 // frames received in the last second, and the p99 latency of the phase so
 // far (from coarse histograms, within 12.5%).
 func (r *syncRun) progress(clients []*syncClient, start, winStart, winEnd time.Time, done <-chan struct{}) {
-	w := r.opts.Progress
-	if w == nil {
-		return
-	}
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	var lastSent, lastRecv int64
-	var total histTotal
-	measuring := false
-	last := time.Now()
-	for {
-		select {
-		case <-done:
-			return
-		case now := <-t.C:
-			phase := "warmup"
-			switch {
-			case now.Before(start):
-				continue
-			case now.After(winEnd):
-				phase = "drain"
-			case !now.Before(winStart):
-				phase = "measure"
-				if !measuring {
-					measuring, total = true, histTotal{}
-				}
-			}
-			var sent, recv int64
-			for _, c := range clients {
-				sent += c.sent.Load()
-				c.mu.Lock()
-				recv += c.recv
-				total.drain(&c.hist)
-				c.mu.Unlock()
-			}
-			dt := now.Sub(last).Seconds()
-			var errs int64
-			for i := range r.errs {
-				errs += r.errs[i].Load()
-			}
-			fmt.Fprintf(w, "%6.1fs %-7s sent %8.0f/s  recv %9.0f/s  p99 %7.1f ms  errors %d\n",
-				now.Sub(start).Seconds(), phase, float64(sent-lastSent)/dt, float64(recv-lastRecv)/dt,
-				total.percentileMS(99), errs)
-			lastSent, lastRecv, last = sent, recv, now
+	progressLoop(r.opts.Progress, start, winStart, winEnd, done, func(total *histTotal) (sent, recv, errs int64) {
+		for _, c := range clients {
+			sent += c.sent.Load()
+			c.mu.Lock()
+			recv += c.recv
+			total.drain(&c.hist)
+			c.mu.Unlock()
 		}
-	}
+		for i := range r.errs {
+			errs += r.errs[i].Load()
+		}
+		return sent, recv, errs
+	}, func(elapsed float64, phase string, sent, recv, p99 float64, errs int64) string {
+		return fmt.Sprintf("%6.1fs %-7s sent %8.0f/s  recv %9.0f/s  p99 %7.1f ms  errors %d\n",
+			elapsed, phase, sent, recv, p99, errs)
+	})
 }
 
 // summarise merges the clients' figures into res.
