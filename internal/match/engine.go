@@ -107,6 +107,9 @@ type Engine struct {
 	mu     sync.Mutex     // one pass at a time; guards widest
 	widest map[string]int // ticket id -> widening step announced
 
+	// kick asks Run for a pass soon: new tickets arrived.
+	kick chan struct{}
+
 	// Ids come from their own lock: submitting must not wait for a pass.
 	idMu sync.Mutex
 	rng  *rand.Rand
@@ -134,6 +137,7 @@ func NewEngine(rules *Rules, pool Pool, alloc Allocator, opts Options) *Engine {
 		m:      newMetrics(opts.Registerer),
 		rng:    rand.New(rand.NewPCG(opts.Seed, opts.Seed^0x9e3779b97f4a7c15)),
 		widest: map[string]int{},
+		kick:   make(chan struct{}, 1),
 	}
 	for _, q := range rules.Queues {
 		e.queues[q.Name] = q
@@ -180,6 +184,10 @@ func (e *Engine) Submit(ctx context.Context, t *Ticket) error {
 		return err
 	}
 	e.m.submitted.WithLabelValues(q.Name).Inc()
+	select {
+	case e.kick <- struct{}{}:
+	default:
+	}
 	lat, _ := q.Latency.At(0)
 	geo, _ := q.GeoKM.At(0)
 	e.opts.Notify(Update{Kind: Queued, TicketID: t.ID, Ticket: t, RatingWindow: q.Rating.Initial, MaxLatencyMS: lat, GeoKM: geo})
@@ -224,18 +232,39 @@ func (e *Engine) forget(id string) {
 	e.mu.Unlock()
 }
 
-// Run makes a pass every interval until ctx ends.
+// Run makes matching passes until ctx ends: soon after tickets arrive (at
+// most one pass per minGap, so a burst is matched in one pass), and every
+// interval regardless, for widening and expiry.
 func (e *Engine) Run(ctx context.Context, interval time.Duration) {
+	const minGap = 2 * time.Millisecond
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	gap := time.NewTimer(0)
+	defer gap.Stop()
+	<-gap.C
+	var last time.Time
+	pass := func() {
+		last = time.Now()
+		if _, err := e.Pass(ctx); err != nil && ctx.Err() == nil {
+			e.log.Warn("matchmaking pass failed", "err", err)
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if _, err := e.Pass(ctx); err != nil && ctx.Err() == nil {
-				e.log.Warn("matchmaking pass failed", "err", err)
+			pass()
+		case <-e.kick:
+			if wait := minGap - time.Since(last); wait > 0 {
+				gap.Reset(wait)
+				select {
+				case <-ctx.Done():
+					return
+				case <-gap.C:
+				}
 			}
+			pass()
 		}
 	}
 }
