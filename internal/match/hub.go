@@ -19,7 +19,7 @@ func NewHub() *Hub { return &Hub{subs: map[string]map[chan Update]struct{}{}} }
 // Subscribe returns a channel of a ticket's updates; it is closed after the
 // terminal update. cancel stops the subscription early.
 func (h *Hub) Subscribe(ticketID string) (<-chan Update, func()) {
-	ch := make(chan Update, 16)
+	ch := make(chan Update, 4)
 	h.mu.Lock()
 	set := h.subs[ticketID]
 	if set == nil {
@@ -43,7 +43,7 @@ func (h *Hub) Subscribe(ticketID string) (<-chan Update, func()) {
 	}
 }
 
-// Notify delivers u. It never blocks: a subscriber that is 16 updates
+// Notify delivers u. It never blocks: a subscriber that is 4 updates
 // behind misses intermediate ones (widened), never the terminal one, which
 // is delivered by replacing what is queued.
 func (h *Hub) Notify(u Update) {

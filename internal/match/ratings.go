@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/rallyhq/rally/internal/rating"
 	"github.com/rallyhq/rally/internal/store"
@@ -31,73 +32,32 @@ func RatingModel() rating.Model {
 	return m
 }
 
-const (
-	ratingsBucket = "match_ratings"
-	matchesBucket = "match_results"
-)
+const ratingsBucket = "match_ratings"
 
-// StoreRatings keeps ratings and the teams of allocated matches (so a
-// result can be checked against who played) in the durable store. Match
-// records are written in batches by a background goroutine (Start), since
-// a matching pass makes hundreds of matches and one fsync each would stall
-// it; until written they are served from memory.
+// StoreRatings keeps ratings in the durable store, and the teams of recent
+// matches (so a result can be checked against who played) in memory for
+// MatchRecordTTL: a match lives in a room of this node, which a restart
+// ends anyway, and unreported matches must not pile up on disk.
 type StoreRatings struct {
 	St store.Store
 
 	mu      sync.Mutex
-	pending map[string][][]string
-	kick    chan struct{}
-	stop    chan struct{}
-	done    chan struct{}
+	matches map[string]matchRecord
+	swept   time.Time
+	now     func() time.Time
 }
 
-// NewStoreRatings returns ratings over st; call Start before use.
+type matchRecord struct {
+	teams [][]string
+	at    time.Time
+}
+
+// MatchRecordTTL is how long a match's result can be reported.
+const MatchRecordTTL = 6 * time.Hour
+
+// NewStoreRatings returns ratings over st.
 func NewStoreRatings(st store.Store) *StoreRatings {
-	return &StoreRatings{St: st, pending: map[string][][]string{}, kick: make(chan struct{}, 1),
-		stop: make(chan struct{}), done: make(chan struct{})}
-}
-
-// Start runs the background writer of match records.
-func (s *StoreRatings) Start() {
-	go func() {
-		defer close(s.done)
-		for {
-			select {
-			case <-s.kick:
-				s.flush()
-			case <-s.stop:
-				s.flush()
-				return
-			}
-		}
-	}()
-}
-
-// Close writes what is pending and stops the writer.
-func (s *StoreRatings) Close(context.Context) error {
-	close(s.stop)
-	<-s.done
-	return nil
-}
-
-func (s *StoreRatings) flush() {
-	s.mu.Lock()
-	batch := make(map[string][]byte, len(s.pending))
-	for id, teams := range s.pending {
-		batch[id], _ = json.Marshal(teams)
-	}
-	s.mu.Unlock()
-	if len(batch) == 0 {
-		return
-	}
-	if err := s.St.PutMany(context.Background(), matchesBucket, batch); err != nil {
-		return // kept pending; the next kick retries
-	}
-	s.mu.Lock()
-	for id := range batch {
-		delete(s.pending, id)
-	}
-	s.mu.Unlock()
+	return &StoreRatings{St: st, matches: map[string]matchRecord{}, now: time.Now}
 }
 
 // Get returns each user's rating, NewPlayerRating for unknown users.
@@ -132,40 +92,39 @@ func (s *StoreRatings) Put(ctx context.Context, ratings map[string]rating.Rating
 
 // RecordMatch remembers who played a match.
 func (s *StoreRatings) RecordMatch(_ context.Context, matchID string, teams [][]string) error {
+	now := s.now()
 	s.mu.Lock()
-	s.pending[matchID] = teams
-	s.mu.Unlock()
-	select {
-	case s.kick <- struct{}{}:
-	default:
+	defer s.mu.Unlock()
+	s.matches[matchID] = matchRecord{teams: teams, at: now}
+	// Sweeping at most once a minute keeps RecordMatch O(1) on average.
+	if now.Sub(s.swept) > time.Minute {
+		for id, r := range s.matches {
+			if now.Sub(r.at) > MatchRecordTTL {
+				delete(s.matches, id)
+			}
+		}
+		s.swept = now
 	}
 	return nil
 }
 
 // MatchTeams returns who played a match, or ErrMatchNotFound.
-func (s *StoreRatings) MatchTeams(ctx context.Context, matchID string) ([][]string, error) {
+func (s *StoreRatings) MatchTeams(_ context.Context, matchID string) ([][]string, error) {
 	s.mu.Lock()
-	teams, ok := s.pending[matchID]
-	s.mu.Unlock()
-	if ok {
-		return teams, nil
-	}
-	b, err := s.St.Get(ctx, matchesBucket, matchID)
-	if errors.Is(err, store.ErrNotFound) {
+	defer s.mu.Unlock()
+	r, ok := s.matches[matchID]
+	if !ok || s.now().Sub(r.at) > MatchRecordTTL {
 		return nil, ErrMatchNotFound
 	}
-	if err != nil {
-		return nil, err
-	}
-	return teams, json.Unmarshal(b, &teams)
+	return r.teams, nil
 }
 
 // ForgetMatch removes a match once its result is in: a result counts once.
-func (s *StoreRatings) ForgetMatch(ctx context.Context, matchID string) error {
+func (s *StoreRatings) ForgetMatch(_ context.Context, matchID string) error {
 	s.mu.Lock()
-	delete(s.pending, matchID)
+	delete(s.matches, matchID)
 	s.mu.Unlock()
-	return s.St.Delete(ctx, matchesBucket, matchID)
+	return nil
 }
 
 // ErrMatchNotFound is returned for a result of an unknown (or already

@@ -268,8 +268,6 @@ func (s *Server) startMatch(ctx context.Context) error {
 		notify = match.Relay{Publish: nc.Publish, Log: s.log}.Notify
 	}
 	ratings := match.NewStoreRatings(s.store)
-	ratings.Start()
-	s.onStop("match-results", ratings.Close)
 	engine := match.NewEngine(rules, pool, match.RoomAllocator{Rooms: s.rooms, Ratings: ratings, Connection: s.cfg.HTTP.Advertise}, match.Options{
 		Notify: notify, Registerer: s.Registry, Log: s.log,
 	})
