@@ -20,7 +20,7 @@ func TestTwoEnginesOnRedisNeverDoubleAssign(t *testing.T) {
 	var engines [2]*Engine
 	for i := range engines {
 		pool := NewRedisPool(newRedisClient(t, srv), "rally:test:")
-		engines[i] = NewEngine(rules, pool, alloc, Options{Seed: uint64(i + 1)})
+		engines[i] = NewEngine(rules, pool, alloc, Options{Seed: uint64(i + 1), Shared: true})
 	}
 	ctx := context.Background()
 	var wg sync.WaitGroup

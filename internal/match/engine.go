@@ -91,8 +91,13 @@ type Options struct {
 	Notify func(Update)
 	// AnchorsPerPass bounds the tickets each pool key considers per pass.
 	AnchorsPerPass int
-	Registerer     prometheus.Registerer
-	Log            *slog.Logger
+	// Shared says other engines (replicas) work on the same pool: each
+	// pass then starts at a random place in the line of waiting tickets,
+	// so replicas mostly build different matches instead of racing for the
+	// same claims. Every waiting ticket is still looked at each pass.
+	Shared     bool
+	Registerer prometheus.Registerer
+	Log        *slog.Logger
 }
 
 // Engine matches tickets. Several engines (replicas) may share one Pool.
@@ -304,6 +309,12 @@ func (e *Engine) passPool(ctx context.Context, q *Queue, key string) (int, error
 	need, least := q.Players()
 	taken := map[string]bool{}
 	made := 0
+	if e.opts.Shared && len(anchors) > 1 {
+		e.idMu.Lock()
+		off := e.rng.IntN(len(anchors))
+		e.idMu.Unlock()
+		anchors = append(anchors[off:], anchors[:off]...)
+	}
 	for _, a := range anchors {
 		if taken[a.ID] {
 			continue

@@ -269,7 +269,7 @@ func (s *Server) startMatch(ctx context.Context) error {
 	}
 	ratings := match.NewStoreRatings(s.store)
 	engine := match.NewEngine(rules, pool, match.RoomAllocator{Rooms: s.rooms, Ratings: ratings, Connection: s.cfg.HTTP.Advertise}, match.Options{
-		Notify: notify, Registerer: s.Registry, Log: s.log,
+		Notify: notify, Registerer: s.Registry, Log: s.log, Shared: s.cfg.Match.Store == "redis",
 	})
 	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
