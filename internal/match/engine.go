@@ -315,57 +315,117 @@ func (e *Engine) passPool(ctx context.Context, q *Queue, key string) (int, error
 		e.idMu.Unlock()
 		anchors = append(anchors[off:], anchors[:off]...)
 	}
-	for _, a := range anchors {
-		if taken[a.ID] {
-			continue
-		}
-		wait := now.Sub(a.Created)
-		if wait >= q.MaxWait.D() {
-			if ok, err := e.pool.Remove(ctx, a.ID); err == nil && ok {
+	// Anchors go in chunks: the candidates of a whole chunk are fetched at
+	// once (one round trip on a Redis pool), then each anchor picks and
+	// claims in order; a claim still fails as a whole if anything it wants
+	// was taken meanwhile.
+	const chunk = 64
+	for i := 0; i < len(anchors); i += chunk {
+		var jobs []anchorJob
+		for _, a := range anchors[i:min(i+chunk, len(anchors))] {
+			if taken[a.ID] {
+				continue
+			}
+			if job, ok := e.prepare(q, a, now); ok {
+				jobs = append(jobs, job)
+			} else if ok, err := e.pool.Remove(ctx, a.ID); err == nil && ok {
 				delete(e.widest, a.ID)
 				e.m.ended.WithLabelValues("expired").Inc()
 				e.opts.Notify(Update{Kind: Expired, TicketID: a.ID, Ticket: a,
 					Reason: fmt.Sprintf("no match within %s", q.MaxWait.D())})
 			}
-			continue
 		}
-		window, rStep := q.Rating.At(wait)
-		latency, lStep := q.Latency.At(wait)
-		geo, gStep := q.GeoKM.At(wait)
-		// Steps only grow; a ticket seen for the first time here (queued
-		// by another replica, or before a restart) is not announced.
-		step := rStep + lStep + gStep
-		if prev, seen := e.widest[a.ID]; !seen || step > prev {
-			if seen {
-				e.opts.Notify(Update{Kind: Widened, TicketID: a.ID, Ticket: a, RatingWindow: window, MaxLatencyMS: latency, GeoKM: geo})
-				e.m.widened.WithLabelValues(q.Name).Inc()
-			}
-			e.widest[a.ID] = step
-		}
-		cands, err := e.pool.Near(ctx, key, a.Rating, window, 4*need+8)
+		cands, err := e.candidates(ctx, key, jobs, 4*need+8)
 		if err != nil {
 			return made, err
 		}
-		group, region := pick(q, a, cands, taken, need, least, latency, geo, wait)
-		if group == nil {
-			continue
-		}
-		claimed, allocated, err := e.claimAndAllocate(ctx, q, group, region)
-		if err != nil {
-			return made, err
-		}
-		if claimed {
-			// Matched, or requeued after a failed allocation: either way
-			// these tickets sit out the rest of this pass.
-			for _, t := range group {
-				taken[t.ID] = true
+		for j, job := range jobs {
+			if taken[job.a.ID] {
+				continue
 			}
-		}
-		if allocated {
-			made++
+			group, region := pick(q, job.a, cands[j], taken, need, least, job.latency, job.geo, job.wait)
+			if group == nil {
+				continue
+			}
+			claimed, allocated, err := e.claimAndAllocate(ctx, q, group, region)
+			if err != nil {
+				return made, err
+			}
+			if claimed {
+				// Matched, or requeued after a failed allocation: either
+				// way these tickets sit out the rest of this pass.
+				for _, t := range group {
+					taken[t.ID] = true
+				}
+			}
+			if allocated {
+				made++
+			}
 		}
 	}
 	return made, nil
+}
+
+// anchorJob is an anchor with the limits in force for its wait.
+type anchorJob struct {
+	a                    *Ticket
+	wait                 time.Duration
+	window, latency, geo float64
+}
+
+// prepare computes an anchor's limits and announces widening; false means
+// the ticket has waited past the queue's maximum.
+func (e *Engine) prepare(q *Queue, a *Ticket, now time.Time) (anchorJob, bool) {
+	wait := now.Sub(a.Created)
+	if wait >= q.MaxWait.D() {
+		return anchorJob{}, false
+	}
+	window, rStep := q.Rating.At(wait)
+	latency, lStep := q.Latency.At(wait)
+	geo, gStep := q.GeoKM.At(wait)
+	// Steps only grow; a ticket seen for the first time here (queued by
+	// another replica, or before a restart) is not announced.
+	step := rStep + lStep + gStep
+	if prev, seen := e.widest[a.ID]; !seen || step > prev {
+		if seen {
+			e.opts.Notify(Update{Kind: Widened, TicketID: a.ID, Ticket: a, RatingWindow: window, MaxLatencyMS: latency, GeoKM: geo})
+			e.m.widened.WithLabelValues(q.Name).Inc()
+		}
+		e.widest[a.ID] = step
+	}
+	return anchorJob{a: a, wait: wait, window: window, latency: latency, geo: geo}, true
+}
+
+// NearQuery is one anchor's candidate search, for pools that answer many
+// at once.
+type NearQuery struct {
+	Rating, Window float64
+	Limit          int
+}
+
+// nearBatcher is a Pool that answers several Near queries in one call
+// (RedisPool: one round trip).
+type nearBatcher interface {
+	NearMany(ctx context.Context, poolKey string, qs []NearQuery) ([][]*Ticket, error)
+}
+
+func (e *Engine) candidates(ctx context.Context, key string, jobs []anchorJob, limit int) ([][]*Ticket, error) {
+	if nb, ok := e.pool.(nearBatcher); ok && len(jobs) > 1 {
+		qs := make([]NearQuery, len(jobs))
+		for i, j := range jobs {
+			qs[i] = NearQuery{Rating: j.a.Rating, Window: j.window, Limit: limit}
+		}
+		return nb.NearMany(ctx, key, qs)
+	}
+	out := make([][]*Ticket, len(jobs))
+	for i, j := range jobs {
+		c, err := e.pool.Near(ctx, key, j.a.Rating, j.window, limit)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = c
+	}
+	return out, nil
 }
 
 // pick chooses the anchor's match: candidates nearest in rating first,

@@ -316,6 +316,50 @@ func (p *RedisPool) Near(ctx context.Context, poolKey string, rating, window flo
 		redisFloat(rating), redisFloat(rating-window), redisFloat(rating+window))
 }
 
+// NearMany answers several Near queries with one pipelined round trip.
+func (p *RedisPool) NearMany(ctx context.Context, poolKey string, qs []NearQuery) ([][]*Ticket, error) {
+	out := make([][]*Ticket, len(qs))
+	for attempt := 0; ; attempt++ {
+		pipe := p.client.Pipeline()
+		cmds := make([]*redis.Cmd, len(qs))
+		key := p.poolKey(poolKey, "r")
+		for i, q := range qs {
+			if math.IsNaN(q.Rating) || math.IsNaN(q.Window) || q.Window < 0 || q.Limit <= 0 {
+				return nil, fmt.Errorf("match: near %v±%v", q.Rating, q.Window)
+			}
+			cmds[i] = redisNearScript.EvalSha(ctx, pipe, []string{key}, p.prefix, poolKey, min(q.Limit, redisMaxRead),
+				redisFloat(q.Rating), redisFloat(q.Rating-q.Window), redisFloat(q.Rating+q.Window))
+		}
+		_, err := pipe.Exec(ctx)
+		if err != nil && attempt == 0 && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			// First use on this server: load the script, then pipeline.
+			if err := redisNearScript.Load(ctx, p.client).Err(); err != nil {
+				return nil, fmt.Errorf("match: read pool %s: %w", poolKey, err)
+			}
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("match: read pool %s: %w", poolKey, err)
+		}
+		for i, c := range cmds {
+			recs, err := c.StringSlice()
+			if err != nil {
+				return nil, fmt.Errorf("match: read pool %s: %w", poolKey, err)
+			}
+			ts := make([]*Ticket, 0, len(recs))
+			for _, r := range recs {
+				t := new(Ticket)
+				if err := json.Unmarshal([]byte(r), t); err != nil {
+					return nil, fmt.Errorf("match: read pool %s: %w", poolKey, err)
+				}
+				ts = append(ts, t)
+			}
+			out[i] = ts
+		}
+		return out, nil
+	}
+}
+
 // GeoNear returns up to limit waiting tickets of a pool whose position is
 // within radiusKM of lat, lon, nearest first. Tickets without a position
 // are never returned. It is not part of Pool: see RedisPool.

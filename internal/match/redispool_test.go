@@ -660,3 +660,30 @@ func BenchmarkRedisPoolNear(b *testing.B) {
 		}
 	}
 }
+
+// NearMany answers like Near, query by query, in one round trip; it also
+// works before the script was ever loaded on the server.
+func TestRedisNearManyMatchesNear(t *testing.T) {
+	p, c := newTestRedisPool(t)
+	ctx := context.Background()
+	if err := c.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 30 {
+		mustAdd(t, p, redisTicket(fmt.Sprintf("t%02d", i), "q", 1000+float64(i*10), i))
+	}
+	qs := []NearQuery{{Rating: 1000, Window: 50, Limit: 4}, {Rating: 1150, Window: 25, Limit: 10}, {Rating: 5000, Window: 1, Limit: 3}}
+	many, err := p.NearMany(ctx, "q", qs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, q := range qs {
+		one, err := p.Near(ctx, "q", q.Rating, q.Window, q.Limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(ticketIDs(one)) != fmt.Sprint(ticketIDs(many[i])) {
+			t.Errorf("query %d: NearMany %v, Near %v", i, ticketIDs(many[i]), ticketIDs(one))
+		}
+	}
+}
