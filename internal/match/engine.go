@@ -339,6 +339,9 @@ func (e *Engine) passPool(ctx context.Context, q *Queue, key string) (int, error
 		if err != nil {
 			return made, err
 		}
+		// Propose disjoint groups for the chunk, claim them together, then
+		// allocate those whose claim held.
+		var props []proposal
 		for j, job := range jobs {
 			if taken[job.a.ID] {
 				continue
@@ -347,19 +350,34 @@ func (e *Engine) passPool(ctx context.Context, q *Queue, key string) (int, error
 			if group == nil {
 				continue
 			}
-			claimed, allocated, err := e.claimAndAllocate(ctx, q, group, region)
+			// Claimed or not, these tickets sit out the rest of this pass.
+			for _, t := range group {
+				taken[t.ID] = true
+			}
+			props = append(props, e.propose(q, group, region))
+		}
+		ok, err := e.claim(ctx, props)
+		if err != nil {
+			return made, err
+		}
+		var finished []string
+		for i, pr := range props {
+			if !ok[i] {
+				e.m.claimConflicts.Inc()
+				continue
+			}
+			allocated, err := e.allocate(ctx, pr)
 			if err != nil {
 				return made, err
 			}
-			if claimed {
-				// Matched, or requeued after a failed allocation: either
-				// way these tickets sit out the rest of this pass.
-				for _, t := range group {
-					taken[t.ID] = true
-				}
-			}
 			if allocated {
 				made++
+				finished = append(finished, pr.ids...)
+			}
+		}
+		if len(finished) > 0 {
+			if err := e.pool.Finish(ctx, finished); err != nil {
+				e.log.Warn("finishing matched tickets", "err", err)
 			}
 		}
 	}
@@ -507,45 +525,74 @@ func haversineKM(a, b GeoPoint) float64 {
 	return 2 * earthKM * math.Asin(math.Min(1, math.Sqrt(h)))
 }
 
-// claimAndAllocate claims the group atomically, forms balanced teams and
-// allocates; a failed allocation puts the tickets back at the front.
-func (e *Engine) claimAndAllocate(ctx context.Context, q *Queue, group []*Ticket, region string) (claimed, allocated bool, err error) {
+// proposal is a group the engine wants to claim as one match.
+type proposal struct {
+	m   *Match
+	ids []string
+}
+
+func (e *Engine) propose(q *Queue, group []*Ticket, region string) proposal {
 	ids := make([]string, len(group))
+	lo, hi := math.Inf(1), math.Inf(-1)
 	for i, t := range group {
 		ids[i] = t.ID
-	}
-	matchID := e.NewID()
-	ok, err := e.pool.Claim(ctx, matchID, ids)
-	if err != nil || !ok {
-		if !ok && err == nil {
-			e.m.claimConflicts.Inc()
-		}
-		return false, false, err
-	}
-	m := &Match{ID: matchID, Queue: q, Tickets: group, Region: region, Teams: teams(q, group)}
-	lo, hi := math.Inf(1), math.Inf(-1)
-	for _, t := range group {
 		lo, hi = math.Min(lo, t.Rating), math.Max(hi, t.Rating)
 	}
-	m.Spread = hi - lo
+	m := &Match{ID: e.NewID(), Queue: q, Tickets: group, Region: region, Teams: teams(q, group), Spread: hi - lo}
+	return proposal{m: m, ids: ids}
+}
+
+// ClaimRequest is one match's claim, for pools that take many at once.
+type ClaimRequest struct {
+	MatchID string
+	IDs     []string
+}
+
+// claimBatcher is a Pool that makes several claims in one call, each still
+// atomic on its own (RedisPool: one round trip).
+type claimBatcher interface {
+	ClaimMany(ctx context.Context, claims []ClaimRequest) ([]bool, error)
+}
+
+// claim claims every proposal, each all-or-nothing.
+func (e *Engine) claim(ctx context.Context, props []proposal) ([]bool, error) {
+	if cb, ok := e.pool.(claimBatcher); ok && len(props) > 1 {
+		reqs := make([]ClaimRequest, len(props))
+		for i, p := range props {
+			reqs[i] = ClaimRequest{MatchID: p.m.ID, IDs: p.ids}
+		}
+		return cb.ClaimMany(ctx, reqs)
+	}
+	out := make([]bool, len(props))
+	for i, p := range props {
+		ok, err := e.pool.Claim(ctx, p.m.ID, p.ids)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = ok
+	}
+	return out, nil
+}
+
+// allocate places a claimed match and tells its tickets; a failed
+// allocation puts the tickets back at the front of the line.
+func (e *Engine) allocate(ctx context.Context, p proposal) (bool, error) {
+	m := p.m
 	asg, err := e.alloc.Allocate(ctx, m)
 	if err != nil {
 		e.m.allocFailures.Inc()
-		e.log.Warn("match allocation failed; tickets requeued", "match", matchID, "err", err)
-		return true, false, e.pool.Requeue(ctx, ids)
-	}
-	if err := e.pool.Finish(ctx, ids); err != nil {
-		e.log.Warn("finishing matched tickets", "match", matchID, "err", err)
+		e.log.Warn("match allocation failed; tickets requeued", "match", m.ID, "err", err)
+		return false, e.pool.Requeue(ctx, p.ids)
 	}
 	now := e.opts.Now()
-	for _, t := range group {
+	for _, t := range m.Tickets {
 		delete(e.widest, t.ID)
-		e.m.timeToMatch.WithLabelValues(q.Name).Observe(now.Sub(t.Created).Seconds())
+		e.m.timeToMatch.WithLabelValues(m.Queue.Name).Observe(now.Sub(t.Created).Seconds())
 		e.opts.Notify(Update{Kind: Matched, TicketID: t.ID, Ticket: t, Assignment: asg})
 	}
-	e.m.matches.WithLabelValues(q.Name).Inc()
-	e.m.spread.WithLabelValues(q.Name).Observe(m.Spread)
-	return true, true, nil
+	e.m.matches.WithLabelValues(m.Queue.Name).Inc()
+	e.m.spread.WithLabelValues(m.Queue.Name).Observe(m.Spread)
+	return true, nil
 }
 
 // teams balances parties over the queue's teams: largest parties first,

@@ -428,6 +428,45 @@ func (p *RedisPool) Claim(ctx context.Context, matchID string, ids []string) (bo
 	return n == 1, nil
 }
 
+// ClaimMany makes several claims in one pipelined round trip; each is
+// atomic on its own, exactly as Claim.
+func (p *RedisPool) ClaimMany(ctx context.Context, claims []ClaimRequest) ([]bool, error) {
+	for attempt := 0; ; attempt++ {
+		pipe := p.client.Pipeline()
+		cmds := make([]*redis.Cmd, len(claims))
+		for i, c := range claims {
+			if c.MatchID == "" || len(c.IDs) == 0 {
+				return nil, errors.New("match: claim needs a match id and tickets")
+			}
+			keys, argv, err := p.idArgs(c.IDs, p.prefix, c.MatchID, p.ttlMS())
+			if err != nil {
+				return nil, err
+			}
+			cmds[i] = redisClaimScript.EvalSha(ctx, pipe, keys, argv...)
+		}
+		_, err := pipe.Exec(ctx)
+		if err != nil && attempt == 0 && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			// First use on this server: load the script, then pipeline.
+			if err := redisClaimScript.Load(ctx, p.client).Err(); err != nil {
+				return nil, fmt.Errorf("match: claim: %w", err)
+			}
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("match: claim: %w", err)
+		}
+		out := make([]bool, len(claims))
+		for i, c := range cmds {
+			n, err := c.Int()
+			if err != nil {
+				return nil, fmt.Errorf("match: claim for %s: %w", claims[i].MatchID, err)
+			}
+			out[i] = n == 1
+		}
+		return out, nil
+	}
+}
+
 // Requeue returns claimed tickets to waiting at their original place.
 // Waiting ids and ids whose record is gone (finished, expired) are skipped,
 // as MemoryPool does, so one lost record does not fail the engine's pass.

@@ -687,3 +687,34 @@ func TestRedisNearManyMatchesNear(t *testing.T) {
 		}
 	}
 }
+
+// ClaimMany grants each claim all-or-nothing, as Claim does, even when the
+// claims of one call compete for a ticket.
+func TestRedisClaimManyIsAtomicPerClaim(t *testing.T) {
+	p, c := newTestRedisPool(t)
+	ctx := context.Background()
+	if err := c.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 6 {
+		mustAdd(t, p, redisTicket(fmt.Sprintf("c%d", i), "q", 1000, i))
+	}
+	got, err := p.ClaimMany(ctx, []ClaimRequest{
+		{MatchID: "m1", IDs: []string{"c0", "c1"}},
+		{MatchID: "m2", IDs: []string{"c1", "c2"}}, // c1 is gone by now: refused whole
+		{MatchID: "m3", IDs: []string{"c3", "c4"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got) != "[true false true]" {
+		t.Fatalf("claims %v", got)
+	}
+	left, err := p.Oldest(ctx, "q", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(ticketIDs(left)) != "[c2 c5]" {
+		t.Fatalf("waiting after claims: %v", ticketIDs(left))
+	}
+}
