@@ -329,6 +329,13 @@ func (c *conn) findMatch(cid uint32, req *matchv1.TicketRequest) {
 	var id string
 	id, stop, err := c.s.match.Find(c.trace, c.player.UserID, req, func(u *matchv1.TicketUpdate) {
 		c.push(&rtv1.Envelope{Message: &rtv1.Envelope_MatchUpdate{MatchUpdate: &rtv1.MatchUpdate{Update: u}}})
+		switch u.GetKind() {
+		case matchv1.TicketUpdate_KIND_MATCHED, matchv1.TicketUpdate_KIND_CANCELLED, matchv1.TicketUpdate_KIND_EXPIRED:
+			// The ticket is over: nothing to cancel when the socket closes.
+			c.ticketsMu.Lock()
+			delete(c.tickets, u.GetTicket().GetId())
+			c.ticketsMu.Unlock()
+		}
 	})
 	if err != nil {
 		c.replyError(cid, rtv1.Error_CODE_BAD_REQUEST, err.Error())
@@ -340,6 +347,8 @@ func (c *conn) findMatch(cid uint32, req *matchv1.TicketRequest) {
 	}
 	c.tickets[id] = stop
 	c.ticketsMu.Unlock()
+	// A ticket that ended before this line was recorded stays until the
+	// socket closes; stopping an ended ticket is harmless.
 	c.push(&rtv1.Envelope{Cid: cid, Message: &rtv1.Envelope_MatchTicket{MatchTicket: &rtv1.MatchTicket{TicketId: id}}})
 }
 
