@@ -405,6 +405,7 @@ func TestRulesErrorsNameQueueAndField(t *testing.T) {
 		{"queues:\n- name: x\n  teams: 2\n  team_size: 1\n  rating: {initial: 10}\n  max_wait: soon", "not a duration"},
 		{"queues:\n- name: x\n  teams: 2\n  team_size: 1\n  rating: {initial: 10}\n  max_wait: 1s\n  colour: red", "colour"},
 		{"queues:\n- name: x\n  teams: 2\n  team_size: 2\n  party: {max: 3}\n  rating: {initial: 10}\n  max_wait: 1s", `queue "x": party`},
+		{"queues:\n- name: x\n  teams: 2\n  team_size: 1\n  rating: {initial: 10}\n  max_wait: 1s\n  backfill: true", `queue "x": backfill`},
 	} {
 		_, err := ParseRules([]byte(tc.yaml))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -50,8 +50,9 @@ type Queue struct {
 	Filters []Filter `yaml:"filters"`
 	// MaxWait ends a ticket with an expired outcome.
 	MaxWait Duration `yaml:"max_wait"`
-	// Backfill lets a running room take players (not yet implemented by
-	// the built-in allocator; accepted so rules can say it).
+	// Backfill would let a running room take players; the built-in
+	// allocator always makes a new room, so true is refused rather than
+	// silently ignored.
 	Backfill bool `yaml:"backfill"`
 	// Handler is the room logic the built-in allocator starts.
 	Handler string `yaml:"handler"`
@@ -219,6 +220,9 @@ func (q *Queue) validate() error {
 	}
 	if q.MaxWait <= 0 {
 		return fmt.Errorf("max_wait: must be positive")
+	}
+	if q.Backfill {
+		return errors.New("backfill: not supported yet (the built-in allocator always makes a new room)")
 	}
 	if q.Handler == "" {
 		q.Handler = "arena"
