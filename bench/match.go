@@ -1188,22 +1188,7 @@ func (r *MatchResult) WriteTable(w io.Writer) {
 	for _, s := range r.DoubleSample {
 		fmt.Fprintf(w, "  %s\n", s)
 	}
-	if r.Errors > 0 {
-		kinds := make([]string, 0, len(r.ErrorKinds))
-		for k, v := range r.ErrorKinds {
-			if v > 0 {
-				kinds = append(kinds, fmt.Sprintf("%s %d", k, v))
-			}
-		}
-		sort.Strings(kinds)
-		fmt.Fprintf(w, "errors: %s\n", strings.Join(kinds, ", "))
-		for _, s := range r.ErrorSample {
-			fmt.Fprintf(w, "  %s\n", s)
-		}
-	}
-	if r.MetricsError != "" {
-		fmt.Fprintf(w, "server metrics unavailable: %s\n", r.MetricsError)
-	}
+	writeProblems(w, r.Errors, r.ErrorKinds, r.ErrorSample, r.MetricsError)
 }
 
 // redisCPU reads a Redis server's CPU seconds (user and system) with

@@ -343,3 +343,24 @@ func progressLoop(w io.Writer, start, winStart, winEnd time.Time, done <-chan st
 		}
 	}
 }
+
+// writeProblems prints a scenario's errors by kind, with samples, and why
+// server metrics are missing, if they are.
+func writeProblems(w io.Writer, errs int64, kinds map[string]int64, samples []string, metricsErr string) {
+	if errs > 0 {
+		list := make([]string, 0, len(kinds))
+		for k, v := range kinds {
+			if v > 0 {
+				list = append(list, fmt.Sprintf("%s %d", k, v))
+			}
+		}
+		sort.Strings(list)
+		fmt.Fprintf(w, "errors: %s\n", strings.Join(list, ", "))
+		for _, s := range samples {
+			fmt.Fprintf(w, "  %s\n", s)
+		}
+	}
+	if metricsErr != "" {
+		fmt.Fprintf(w, "server metrics unavailable: %s\n", metricsErr)
+	}
+}

@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -823,20 +822,5 @@ func (r *SyncResult) WriteTable(w io.Writer) {
 		fmt.Fprintf(w, "machine: %.2f of %d cores busy (server %.2f, load generator %.2f, other %.2f)\n",
 			r.MachineCPU, r.CPUs, r.ServerCPU, r.LoadgenCPU, max(r.MachineCPU-r.ServerCPU-r.LoadgenCPU, 0))
 	}
-	if r.Errors > 0 {
-		kinds := make([]string, 0, len(r.ErrorKinds))
-		for k, v := range r.ErrorKinds {
-			if v > 0 {
-				kinds = append(kinds, fmt.Sprintf("%s %d", k, v))
-			}
-		}
-		sort.Strings(kinds)
-		fmt.Fprintf(w, "errors: %s\n", strings.Join(kinds, ", "))
-		for _, s := range r.ErrorSample {
-			fmt.Fprintf(w, "  %s\n", s)
-		}
-	}
-	if r.MetricsError != "" {
-		fmt.Fprintf(w, "server metrics unavailable: %s\n", r.MetricsError)
-	}
+	writeProblems(w, r.Errors, r.ErrorKinds, r.ErrorSample, r.MetricsError)
 }
