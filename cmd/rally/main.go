@@ -219,36 +219,44 @@ func syncCmd() *cobra.Command {
 	f.IntVar(&opts.ConnectConcurrency, "connect-concurrency", 50, "concurrent logins, dials and joins")
 	cpuProfile := f.String("cpuprofile", "", "write the load generator's CPU profile to this file")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		if *cpuProfile != "" {
-			out, err := os.Create(*cpuProfile)
-			if err != nil {
-				return err
-			}
-			defer out.Close()
-			if err := pprof.StartCPUProfile(out); err != nil {
-				return err
-			}
-			defer pprof.StopCPUProfile()
-		}
-		if opts.Target == "" && opts.Binary == "" {
-			exe, err := os.Executable()
-			if err != nil {
-				return err
-			}
-			opts.Binary = exe
-		}
 		opts.Progress = os.Stderr
-		// Ctrl-C ends the run cleanly, stopping a server the bench started.
-		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-		defer stop()
-		res, err := bench.Sync(ctx, opts)
+		return runLoad(cmd.Context(), *cpuProfile, opts.Target, &opts.Binary, func(ctx context.Context) error {
+			res, err := bench.Sync(ctx, opts)
+			if err != nil {
+				return err
+			}
+			res.WriteTable(os.Stdout)
+			return nil
+		})
+	}
+	return cmd
+}
+
+// runLoad is the shell every load scenario runs in: an optional CPU profile
+// of the load generator, this binary as the server unless a target is
+// given, and Ctrl-C ending the run cleanly (stopping servers it started).
+func runLoad(ctx context.Context, cpuProfile, target string, binary *string, run func(context.Context) error) error {
+	if cpuProfile != "" {
+		out, err := os.Create(cpuProfile)
 		if err != nil {
 			return err
 		}
-		res.WriteTable(os.Stdout)
-		return nil
+		defer out.Close()
+		if err := pprof.StartCPUProfile(out); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
-	return cmd
+	if target == "" && *binary == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		*binary = exe
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return run(ctx)
 }
 
 func matchCmd() *cobra.Command {
@@ -276,34 +284,15 @@ func matchCmd() *cobra.Command {
 	f.StringVar(&opts.JSONFile, "json", "", "also write the result as JSON to this file")
 	cpuProfile := f.String("cpuprofile", "", "write the load generator's CPU profile to this file")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		if *cpuProfile != "" {
-			out, err := os.Create(*cpuProfile)
-			if err != nil {
-				return err
-			}
-			defer out.Close()
-			if err := pprof.StartCPUProfile(out); err != nil {
-				return err
-			}
-			defer pprof.StopCPUProfile()
-		}
-		if opts.Target == "" && opts.Binary == "" {
-			exe, err := os.Executable()
-			if err != nil {
-				return err
-			}
-			opts.Binary = exe
-		}
 		opts.Progress = os.Stderr
-		// Ctrl-C ends the run cleanly, stopping the servers the bench started.
-		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-		defer stop()
-		res, err := bench.Match(ctx, opts)
-		if err != nil {
-			return err
-		}
-		res.WriteTable(os.Stdout)
-		return nil
+		return runLoad(cmd.Context(), *cpuProfile, opts.Target, &opts.Binary, func(ctx context.Context) error {
+			res, err := bench.Match(ctx, opts)
+			if err != nil {
+				return err
+			}
+			res.WriteTable(os.Stdout)
+			return nil
+		})
 	}
 	return cmd
 }
