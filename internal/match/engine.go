@@ -483,7 +483,7 @@ func pick(q *Queue, a *Ticket, cands []*Ticket, taken map[string]bool, need, lea
 	if players < need && !(q.FreeForAll != nil && players >= least && wait >= q.FreeForAll.FillFor.D()) {
 		return nil, ""
 	}
-	return group, bestRegion(group, regions)
+	return group, bestRegion(regions)
 }
 
 // regionsWithin narrows the candidate regions (nil: any) to those where t
@@ -507,7 +507,7 @@ func regionsWithin(t *Ticket, limit float64, in map[string]float64) map[string]f
 }
 
 // bestRegion is the region with the lowest worst latency.
-func bestRegion(_ []*Ticket, regions map[string]float64) string {
+func bestRegion(regions map[string]float64) string {
 	best, bestMS := "", math.Inf(1)
 	for r, ms := range regions {
 		if ms < bestMS || ms == bestMS && r < best {

@@ -438,3 +438,48 @@ func TestJSONAndProtobufClientsTogether(t *testing.T) {
 		}
 	}
 }
+
+// announcer is game logic that publishes its own event when a player joins.
+type announcer struct{ room.Arena }
+
+func (a *announcer) Join(h *room.Handle, p room.Player) {
+	a.Arena.Join(h, p)
+	if err := h.PublishEvent("greeted", []byte(`{"player":"`+p.UserID+`"}`)); err != nil {
+		panic(err)
+	}
+}
+
+// The game's own events go to the room's stream in order with Rally's.
+func TestCustomRoomEventsReplay(t *testing.T) {
+	s := startServer(t, testConfig(t), func(r *room.Registry) {
+		r.MustRegister("announcer", func() room.Logic { return &announcer{Arena: *room.NewArena().(*room.Arena)} })
+	})
+	defer shutdown(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c := player(t, s, "greeter", rally.Options{})
+	j, err := c.CreateRoom(ctx, &rtv1.CreateRoom{Handler: "announcer"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	eventually(t, 10*time.Second, "custom event stored", func() (bool, string) {
+		got = got[:0]
+		err := s.Events().Replay(ctx, j.GetRoom().GetId(), func(ev roomevents.Event) error {
+			name := string(ev.Type)
+			if ev.Type == roomevents.Custom {
+				name += ":" + ev.Name + ":" + string(ev.Data)
+			}
+			got = append(got, name)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(got) >= 3, strings.Join(got, ",")
+	})
+	want := `room_created,player_joined,custom:greeted:{"player":"` + c.UserID() + `"}`
+	if g := strings.Join(got, ","); g != want {
+		t.Fatalf("history:\n got %s\nwant %s", g, want)
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/rallyhq/rally/internal/config"
+	"github.com/rallyhq/rally/internal/room"
 )
 
 // receiver is a real OTLP/gRPC trace endpoint that records the spans it is
@@ -73,13 +74,17 @@ func testConfig(t *testing.T) config.Config {
 	return cfg
 }
 
-func startServer(t *testing.T, cfg config.Config) *Server {
+// startServer starts a server; register adds game logic before it starts.
+func startServer(t *testing.T, cfg config.Config, register ...func(*room.Registry)) *Server {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
 	s := New(cfg, log)
+	for _, r := range register {
+		r(s.Handlers)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := s.Start(ctx); err != nil {
