@@ -365,15 +365,10 @@ func (c *conn) replyError(cid uint32, code rtv1.Error_Code, msg string) {
 func (c *conn) writeLoop() {
 	defer close(c.writerDone)
 	var jsonBuf []byte
-	write := func(b []byte) error {
-		if c.json {
-			var err error
-			if jsonBuf, err = envelope.ToJSON(jsonBuf[:0], b); err != nil {
-				return err
-			}
-			return c.ws.Write(noDeadline, websocket.MessageText, jsonBuf)
-		}
-		return c.ws.Write(noDeadline, websocket.MessageBinary, b)
+	write := func(ctx context.Context, b []byte) error {
+		var err error
+		jsonBuf, err = c.writeEnvelope(ctx, jsonBuf, b)
+		return err
 	}
 	fail := func() {
 		c.Kick(rtv1.Error_CODE_UNSPECIFIED, "")
@@ -388,7 +383,7 @@ func (c *conn) writeLoop() {
 			c.batch.begin()
 			n := 0
 			for f != nil {
-				err := write(f.B)
+				err := write(noDeadline, f.B)
 				f.Release()
 				if err != nil {
 					_ = c.batch.end()
@@ -412,7 +407,7 @@ func (c *conn) writeLoop() {
 			status := websocket.StatusNormalClosure
 			if len(c.kickMsg) > 0 {
 				wctx, cancel := context.WithTimeout(context.Background(), c.s.limits.WriteTimeout)
-				_ = writeWith(wctx, c, c.kickMsg)
+				_ = write(wctx, c.kickMsg)
 				cancel()
 				status = websocket.StatusPolicyViolation
 			}
@@ -422,15 +417,17 @@ func (c *conn) writeLoop() {
 	}
 }
 
-func writeWith(ctx context.Context, c *conn, b []byte) error {
+// writeEnvelope writes one binary envelope, re-encoded as protojson for
+// JSON clients in the reused buffer jsonBuf, which it returns.
+func (c *conn) writeEnvelope(ctx context.Context, jsonBuf, b []byte) ([]byte, error) {
 	if c.json {
-		out, err := envelope.ToJSON(nil, b)
-		if err != nil {
-			return err
+		var err error
+		if jsonBuf, err = envelope.ToJSON(jsonBuf[:0], b); err != nil {
+			return jsonBuf, err
 		}
-		return c.ws.Write(ctx, websocket.MessageText, out)
+		return jsonBuf, c.ws.Write(ctx, websocket.MessageText, jsonBuf)
 	}
-	return c.ws.Write(ctx, websocket.MessageBinary, b)
+	return jsonBuf, c.ws.Write(ctx, websocket.MessageBinary, b)
 }
 
 // drain releases frames that will never be written.
