@@ -46,6 +46,9 @@ type conn struct {
 	// cancelled if still waiting) when it closes.
 	ticketsMu sync.Mutex
 	tickets   map[string]func()
+
+	// calls are this socket's open Calls, ended when it closes.
+	calls connCalls
 }
 
 func newConn(s *Server, ws *websocket.Conn, batch *batchWriter, p room.Player, json bool, traceCtx context.Context) *conn {
@@ -132,6 +135,7 @@ func (c *conn) serve(ctx context.Context) {
 	// Make the writer say why (if a kick is pending) and close the socket.
 	c.Kick(rtv1.Error_CODE_UNSPECIFIED, "")
 	c.wait()
+	c.endCalls()
 	c.ticketsMu.Lock()
 	stops := c.tickets
 	c.tickets = nil
@@ -308,6 +312,10 @@ func (c *conn) handleFull(env *rtv1.Envelope) error {
 			return nil
 		}
 		reply(&rtv1.Envelope{Message: &rtv1.Envelope_MatchTicket{MatchTicket: &rtv1.MatchTicket{TicketId: m.CancelMatch.GetTicketId()}}}, nil)
+	case *rtv1.Envelope_Call:
+		c.call(cid, m.Call)
+	case *rtv1.Envelope_CancelCall:
+		c.cancelCall(cid)
 	case nil:
 		c.replyError(cid, rtv1.Error_CODE_BAD_REQUEST, "empty envelope")
 	default:

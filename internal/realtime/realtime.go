@@ -57,6 +57,7 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics
 	tracer  trace.Tracer
+	calls   callRegistry
 
 	mu      sync.Mutex
 	conns   map[string]*conn // by user id: one socket per player

@@ -60,7 +60,7 @@ type Server struct {
 	events         *roomevents.Publisher
 	// grpcServices register the domains' gRPC services when the server is
 	// built.
-	grpcServices []func(*grpc.Server)
+	grpcServices []func(grpc.ServiceRegistrar)
 	rooms        *room.Manager
 	// Handlers holds the authoritative room logic; register a studio's
 	// game code here before Start.
@@ -169,6 +169,15 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err := s.startMatch(ctx); err != nil {
 		return err
 	}
+	if err := s.startLeaderboards(ctx, mux); err != nil {
+		return err
+	}
+	if err := s.startChat(ctx, mux); err != nil {
+		return err
+	}
+	if err := s.startLiveConfig(ctx, mux); err != nil {
+		return err
+	}
 
 	s.startGRPC()
 	s.health.Started()
@@ -224,6 +233,9 @@ func (s *Server) startRealtime(ctx context.Context, mux *http.ServeMux) error {
 		Burst: s.cfg.Realtime.MsgBurst, SendQueue: s.cfg.Realtime.SendQueue,
 		PingInterval: s.cfg.Realtime.PingInterval, WriteTimeout: s.cfg.Realtime.WriteTimeout,
 	}, s.Registry, s.log)
+	rt.SetCallerContext(func(ctx context.Context, p room.Player) context.Context {
+		return auth.NewContext(ctx, auth.Session{UserID: p.UserID, Username: p.Username, SessionID: p.SessionID})
+	})
 	mux.Handle("GET /ws", rt)
 	s.realtime = rt
 	s.onStop("realtime", rt.Close)
@@ -279,7 +291,7 @@ func (s *Server) startMatch(ctx context.Context) error {
 		sess, ok := auth.FromContext(ctx)
 		return sess.UserID, ok
 	})
-	s.grpcServices = append(s.grpcServices, func(g *grpc.Server) { matchv1.RegisterMatchServiceServer(g, svc) })
+	s.grpcServices = append(s.grpcServices, func(g grpc.ServiceRegistrar) { matchv1.RegisterMatchServiceServer(g, svc) })
 	s.realtime.SetMatchmaker(svc)
 	return nil
 }
@@ -352,6 +364,8 @@ func (s *Server) startGRPC() {
 	)
 	for _, register := range s.grpcServices {
 		register(srv)
+		// The same services answer Call envelopes on the socket.
+		register(s.realtime)
 	}
 	s.grpcHealth = health.NewServer()
 	healthpb.RegisterHealthServer(srv, s.grpcHealth)

@@ -60,6 +60,7 @@ type Client struct {
 	mu      sync.Mutex
 	ws      *websocket.Conn
 	pending map[uint32]chan *rtv1.Envelope
+	streams map[uint32]*callStream
 	rooms   map[string]*RoomState
 	closed  bool
 	connGen int
@@ -127,7 +128,7 @@ func Dial(ctx context.Context, sess *Session, opts Options) (*Client, error) {
 	if opts.AckInterval == 0 {
 		opts.AckInterval = 100 * time.Millisecond
 	}
-	c := &Client{sess: sess, opts: opts, pending: map[uint32]chan *rtv1.Envelope{}, rooms: map[string]*RoomState{}, done: make(chan struct{})}
+	c := &Client{sess: sess, opts: opts, pending: map[uint32]chan *rtv1.Envelope{}, streams: map[uint32]*callStream{}, rooms: map[string]*RoomState{}, done: make(chan struct{})}
 	ws, err := c.dial(ctx)
 	if err != nil {
 		return nil, err
@@ -217,6 +218,9 @@ func (c *Client) readLoop(ws *websocket.Conn, gen int) {
 
 func (c *Client) dispatch(env *rtv1.Envelope) {
 	if cid := env.GetCid(); cid != 0 {
+		if c.streamEvent(cid, env) {
+			return
+		}
 		c.mu.Lock()
 		ch := c.pending[cid]
 		delete(c.pending, cid)
@@ -317,6 +321,10 @@ func (c *Client) disconnected(gen int) {
 		close(ch)
 		delete(c.pending, cid)
 	}
+	for cid, st := range c.streams {
+		st.finish(ErrDisconnected)
+		delete(c.streams, cid)
+	}
 	closed := c.closed
 	c.mu.Unlock()
 	if closed || c.opts.DisableReconnect {
@@ -385,10 +393,7 @@ func (c *Client) write(env *rtv1.Envelope) error {
 
 // request sends env with a fresh cid and waits for the answer.
 func (c *Client) request(ctx context.Context, env *rtv1.Envelope) (*rtv1.Envelope, error) {
-	cid := c.cid.Add(1)
-	if cid == 0 {
-		cid = c.cid.Add(1)
-	}
+	cid := c.nextCID()
 	env.Cid = cid
 	ch := make(chan *rtv1.Envelope, 1)
 	c.mu.Lock()

@@ -14,6 +14,7 @@ import (
 	v1 "github.com/rallyhq/rally/api/proto/rally/match/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	anypb "google.golang.org/protobuf/types/known/anypb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -43,6 +44,15 @@ const (
 	Error_CODE_UNKNOWN_HANDLER Error_Code = 11
 	Error_CODE_INTERNAL        Error_Code = 12
 	Error_CODE_SHUTTING_DOWN   Error_Code = 13
+	// The codes below answer Calls; they mirror the gRPC status codes of
+	// the same names.
+	Error_CODE_PERMISSION_DENIED   Error_Code = 14
+	Error_CODE_RESOURCE_EXHAUSTED  Error_Code = 15 // a limit of the service, or too many calls in flight
+	Error_CODE_FAILED_PRECONDITION Error_Code = 16
+	Error_CODE_ALREADY_EXISTS      Error_Code = 17
+	Error_CODE_DEADLINE_EXCEEDED   Error_Code = 18
+	Error_CODE_UNAVAILABLE         Error_Code = 19
+	Error_CODE_CANCELLED           Error_Code = 20
 )
 
 // Enum value maps for Error_Code.
@@ -62,22 +72,36 @@ var (
 		11: "CODE_UNKNOWN_HANDLER",
 		12: "CODE_INTERNAL",
 		13: "CODE_SHUTTING_DOWN",
+		14: "CODE_PERMISSION_DENIED",
+		15: "CODE_RESOURCE_EXHAUSTED",
+		16: "CODE_FAILED_PRECONDITION",
+		17: "CODE_ALREADY_EXISTS",
+		18: "CODE_DEADLINE_EXCEEDED",
+		19: "CODE_UNAVAILABLE",
+		20: "CODE_CANCELLED",
 	}
 	Error_Code_value = map[string]int32{
-		"CODE_UNSPECIFIED":     0,
-		"CODE_BAD_REQUEST":     1,
-		"CODE_MALFORMED":       2,
-		"CODE_UNAUTHENTICATED": 3,
-		"CODE_NOT_FOUND":       4,
-		"CODE_REJECTED":        5,
-		"CODE_ROOM_FULL":       6,
-		"CODE_ALREADY_IN_ROOM": 7,
-		"CODE_NOT_IN_ROOM":     8,
-		"CODE_RATE_LIMITED":    9,
-		"CODE_TOO_LARGE":       10,
-		"CODE_UNKNOWN_HANDLER": 11,
-		"CODE_INTERNAL":        12,
-		"CODE_SHUTTING_DOWN":   13,
+		"CODE_UNSPECIFIED":         0,
+		"CODE_BAD_REQUEST":         1,
+		"CODE_MALFORMED":           2,
+		"CODE_UNAUTHENTICATED":     3,
+		"CODE_NOT_FOUND":           4,
+		"CODE_REJECTED":            5,
+		"CODE_ROOM_FULL":           6,
+		"CODE_ALREADY_IN_ROOM":     7,
+		"CODE_NOT_IN_ROOM":         8,
+		"CODE_RATE_LIMITED":        9,
+		"CODE_TOO_LARGE":           10,
+		"CODE_UNKNOWN_HANDLER":     11,
+		"CODE_INTERNAL":            12,
+		"CODE_SHUTTING_DOWN":       13,
+		"CODE_PERMISSION_DENIED":   14,
+		"CODE_RESOURCE_EXHAUSTED":  15,
+		"CODE_FAILED_PRECONDITION": 16,
+		"CODE_ALREADY_EXISTS":      17,
+		"CODE_DEADLINE_EXCEEDED":   18,
+		"CODE_UNAVAILABLE":         19,
+		"CODE_CANCELLED":           20,
 	}
 )
 
@@ -125,16 +149,20 @@ type Envelope struct {
 	//	*Envelope_Ping
 	//	*Envelope_FindMatch
 	//	*Envelope_CancelMatch
+	//	*Envelope_Call
+	//	*Envelope_CancelCall
 	//	*Envelope_RoomJoined
 	//	*Envelope_RoomLeft
 	//	*Envelope_RoomList
 	//	*Envelope_Pong
 	//	*Envelope_MatchTicket
+	//	*Envelope_CallResult
 	//	*Envelope_Data
 	//	*Envelope_Presence
 	//	*Envelope_StateFrame
 	//	*Envelope_RoomClosed
 	//	*Envelope_MatchUpdate
+	//	*Envelope_CallEvent
 	Message       isEnvelope_Message `protobuf_oneof:"message"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -274,6 +302,24 @@ func (x *Envelope) GetCancelMatch() *CancelMatch {
 	return nil
 }
 
+func (x *Envelope) GetCall() *Call {
+	if x != nil {
+		if x, ok := x.Message.(*Envelope_Call); ok {
+			return x.Call
+		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetCancelCall() *CancelCall {
+	if x != nil {
+		if x, ok := x.Message.(*Envelope_CancelCall); ok {
+			return x.CancelCall
+		}
+	}
+	return nil
+}
+
 func (x *Envelope) GetRoomJoined() *RoomJoined {
 	if x != nil {
 		if x, ok := x.Message.(*Envelope_RoomJoined); ok {
@@ -314,6 +360,15 @@ func (x *Envelope) GetMatchTicket() *MatchTicket {
 	if x != nil {
 		if x, ok := x.Message.(*Envelope_MatchTicket); ok {
 			return x.MatchTicket
+		}
+	}
+	return nil
+}
+
+func (x *Envelope) GetCallResult() *CallResult {
+	if x != nil {
+		if x, ok := x.Message.(*Envelope_CallResult); ok {
+			return x.CallResult
 		}
 	}
 	return nil
@@ -364,6 +419,15 @@ func (x *Envelope) GetMatchUpdate() *MatchUpdate {
 	return nil
 }
 
+func (x *Envelope) GetCallEvent() *CallEvent {
+	if x != nil {
+		if x, ok := x.Message.(*Envelope_CallEvent); ok {
+			return x.CallEvent
+		}
+	}
+	return nil
+}
+
 type isEnvelope_Message interface {
 	isEnvelope_Message()
 }
@@ -409,6 +473,14 @@ type Envelope_CancelMatch struct {
 	CancelMatch *CancelMatch `protobuf:"bytes,18,opt,name=cancel_match,json=cancelMatch,proto3,oneof"`
 }
 
+type Envelope_Call struct {
+	Call *Call `protobuf:"bytes,19,opt,name=call,proto3,oneof"`
+}
+
+type Envelope_CancelCall struct {
+	CancelCall *CancelCall `protobuf:"bytes,20,opt,name=cancel_call,json=cancelCall,proto3,oneof"`
+}
+
 type Envelope_RoomJoined struct {
 	// Responses, server to client.
 	RoomJoined *RoomJoined `protobuf:"bytes,30,opt,name=room_joined,json=roomJoined,proto3,oneof"`
@@ -428,6 +500,10 @@ type Envelope_Pong struct {
 
 type Envelope_MatchTicket struct {
 	MatchTicket *MatchTicket `protobuf:"bytes,34,opt,name=match_ticket,json=matchTicket,proto3,oneof"`
+}
+
+type Envelope_CallResult struct {
+	CallResult *CallResult `protobuf:"bytes,35,opt,name=call_result,json=callResult,proto3,oneof"`
 }
 
 type Envelope_Data struct {
@@ -451,6 +527,10 @@ type Envelope_MatchUpdate struct {
 	MatchUpdate *MatchUpdate `protobuf:"bytes,54,opt,name=match_update,json=matchUpdate,proto3,oneof"`
 }
 
+type Envelope_CallEvent struct {
+	CallEvent *CallEvent `protobuf:"bytes,55,opt,name=call_event,json=callEvent,proto3,oneof"`
+}
+
 func (*Envelope_Error) isEnvelope_Message() {}
 
 func (*Envelope_CreateRoom) isEnvelope_Message() {}
@@ -471,6 +551,10 @@ func (*Envelope_FindMatch) isEnvelope_Message() {}
 
 func (*Envelope_CancelMatch) isEnvelope_Message() {}
 
+func (*Envelope_Call) isEnvelope_Message() {}
+
+func (*Envelope_CancelCall) isEnvelope_Message() {}
+
 func (*Envelope_RoomJoined) isEnvelope_Message() {}
 
 func (*Envelope_RoomLeft) isEnvelope_Message() {}
@@ -481,6 +565,8 @@ func (*Envelope_Pong) isEnvelope_Message() {}
 
 func (*Envelope_MatchTicket) isEnvelope_Message() {}
 
+func (*Envelope_CallResult) isEnvelope_Message() {}
+
 func (*Envelope_Data) isEnvelope_Message() {}
 
 func (*Envelope_Presence) isEnvelope_Message() {}
@@ -490,6 +576,8 @@ func (*Envelope_StateFrame) isEnvelope_Message() {}
 func (*Envelope_RoomClosed) isEnvelope_Message() {}
 
 func (*Envelope_MatchUpdate) isEnvelope_Message() {}
+
+func (*Envelope_CallEvent) isEnvelope_Message() {}
 
 // Error answers a request that failed (cid set) or announces why the server
 // is closing the connection (cid 0).
@@ -1855,11 +1943,203 @@ func (x *MatchUpdate) GetUpdate() *v1.TicketUpdate {
 	return nil
 }
 
+// Call invokes a method of one of the server's gRPC services over the
+// socket, as the socket's player: every unary and server-streaming method
+// of rally.leaderboard.v1, rally.chat.v1, rally.config.v1, rally.match.v1
+// (and any service a studio registers) is reachable this way with the same
+// request and response messages as on gRPC. The envelope's cid names the
+// call: a unary call is answered by one CallResult (or an Error) with that
+// cid; a server-streaming call sends a CallEvent with that cid per message,
+// then a CallResult without a response when the stream ends (or an Error).
+type Call struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// method is the full gRPC name, "/rally.chat.v1.ChatService/Send".
+	Method string `protobuf:"bytes,1,opt,name=method,proto3" json:"method,omitempty"`
+	// request is the method's request message; in JSON, an object with an
+	// "@type" of "type.googleapis.com/<message name>".
+	Request       *anypb.Any `protobuf:"bytes,2,opt,name=request,proto3" json:"request,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Call) Reset() {
+	*x = Call{}
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Call) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Call) ProtoMessage() {}
+
+func (x *Call) ProtoReflect() protoreflect.Message {
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Call.ProtoReflect.Descriptor instead.
+func (*Call) Descriptor() ([]byte, []int) {
+	return file_rally_realtime_v1_realtime_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *Call) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *Call) GetRequest() *anypb.Any {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+// CancelCall ends the call of the same cid (a stream, usually); the server
+// answers with an Error of code CODE_CANCELLED.
+type CancelCall struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelCall) Reset() {
+	*x = CancelCall{}
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelCall) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelCall) ProtoMessage() {}
+
+func (x *CancelCall) ProtoReflect() protoreflect.Message {
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelCall.ProtoReflect.Descriptor instead.
+func (*CancelCall) Descriptor() ([]byte, []int) {
+	return file_rally_realtime_v1_realtime_proto_rawDescGZIP(), []int{25}
+}
+
+// CallResult answers a Call: a unary call's response, or the end of a
+// stream (no response).
+type CallResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Response      *anypb.Any             `protobuf:"bytes,1,opt,name=response,proto3" json:"response,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallResult) Reset() {
+	*x = CallResult{}
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallResult) ProtoMessage() {}
+
+func (x *CallResult) ProtoReflect() protoreflect.Message {
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallResult.ProtoReflect.Descriptor instead.
+func (*CallResult) Descriptor() ([]byte, []int) {
+	return file_rally_realtime_v1_realtime_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *CallResult) GetResponse() *anypb.Any {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
+// CallEvent is one message of a server-streaming Call.
+type CallEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Message       *anypb.Any             `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallEvent) Reset() {
+	*x = CallEvent{}
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallEvent) ProtoMessage() {}
+
+func (x *CallEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_rally_realtime_v1_realtime_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallEvent.ProtoReflect.Descriptor instead.
+func (*CallEvent) Descriptor() ([]byte, []int) {
+	return file_rally_realtime_v1_realtime_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *CallEvent) GetMessage() *anypb.Any {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
 var File_rally_realtime_v1_realtime_proto protoreflect.FileDescriptor
 
 const file_rally_realtime_v1_realtime_proto_rawDesc = "" +
 	"\n" +
-	" rally/realtime/v1/realtime.proto\x12\x11rally.realtime.v1\x1a\x1arally/match/v1/match.proto\"\xe1\t\n" +
+	" rally/realtime/v1/realtime.proto\x12\x11rally.realtime.v1\x1a\x19google/protobuf/any.proto\x1a\x1arally/match/v1/match.proto\"\xd3\v\n" +
 	"\bEnvelope\x12\x10\n" +
 	"\x03cid\x18\x01 \x01(\rR\x03cid\x120\n" +
 	"\x05error\x18\x02 \x01(\v2\x18.rally.realtime.v1.ErrorH\x00R\x05error\x12@\n" +
@@ -1876,24 +2156,31 @@ const file_rally_realtime_v1_realtime_proto_rawDesc = "" +
 	"\x04ping\x18\x10 \x01(\v2\x17.rally.realtime.v1.PingH\x00R\x04ping\x12=\n" +
 	"\n" +
 	"find_match\x18\x11 \x01(\v2\x1c.rally.realtime.v1.FindMatchH\x00R\tfindMatch\x12C\n" +
-	"\fcancel_match\x18\x12 \x01(\v2\x1e.rally.realtime.v1.CancelMatchH\x00R\vcancelMatch\x12@\n" +
+	"\fcancel_match\x18\x12 \x01(\v2\x1e.rally.realtime.v1.CancelMatchH\x00R\vcancelMatch\x12-\n" +
+	"\x04call\x18\x13 \x01(\v2\x17.rally.realtime.v1.CallH\x00R\x04call\x12@\n" +
+	"\vcancel_call\x18\x14 \x01(\v2\x1d.rally.realtime.v1.CancelCallH\x00R\n" +
+	"cancelCall\x12@\n" +
 	"\vroom_joined\x18\x1e \x01(\v2\x1d.rally.realtime.v1.RoomJoinedH\x00R\n" +
 	"roomJoined\x12:\n" +
 	"\troom_left\x18\x1f \x01(\v2\x1b.rally.realtime.v1.RoomLeftH\x00R\broomLeft\x12:\n" +
 	"\troom_list\x18  \x01(\v2\x1b.rally.realtime.v1.RoomListH\x00R\broomList\x12-\n" +
 	"\x04pong\x18! \x01(\v2\x17.rally.realtime.v1.PongH\x00R\x04pong\x12C\n" +
-	"\fmatch_ticket\x18\" \x01(\v2\x1e.rally.realtime.v1.MatchTicketH\x00R\vmatchTicket\x12-\n" +
+	"\fmatch_ticket\x18\" \x01(\v2\x1e.rally.realtime.v1.MatchTicketH\x00R\vmatchTicket\x12@\n" +
+	"\vcall_result\x18# \x01(\v2\x1d.rally.realtime.v1.CallResultH\x00R\n" +
+	"callResult\x12-\n" +
 	"\x04data\x182 \x01(\v2\x17.rally.realtime.v1.DataH\x00R\x04data\x129\n" +
 	"\bpresence\x183 \x01(\v2\x1b.rally.realtime.v1.PresenceH\x00R\bpresence\x12@\n" +
 	"\vstate_frame\x184 \x01(\v2\x1d.rally.realtime.v1.StateFrameH\x00R\n" +
 	"stateFrame\x12@\n" +
 	"\vroom_closed\x185 \x01(\v2\x1d.rally.realtime.v1.RoomClosedH\x00R\n" +
 	"roomClosed\x12C\n" +
-	"\fmatch_update\x186 \x01(\v2\x1e.rally.realtime.v1.MatchUpdateH\x00R\vmatchUpdateB\t\n" +
-	"\amessage\"\x92\x03\n" +
+	"\fmatch_update\x186 \x01(\v2\x1e.rally.realtime.v1.MatchUpdateH\x00R\vmatchUpdate\x12=\n" +
+	"\n" +
+	"call_event\x187 \x01(\v2\x1c.rally.realtime.v1.CallEventH\x00R\tcallEventB\t\n" +
+	"\amessage\"\xc8\x04\n" +
 	"\x05Error\x121\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x1d.rally.realtime.v1.Error.CodeR\x04code\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"\xbb\x02\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\xf1\x03\n" +
 	"\x04Code\x12\x14\n" +
 	"\x10CODE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10CODE_BAD_REQUEST\x10\x01\x12\x12\n" +
@@ -1909,7 +2196,14 @@ const file_rally_realtime_v1_realtime_proto_rawDesc = "" +
 	"\x12\x18\n" +
 	"\x14CODE_UNKNOWN_HANDLER\x10\v\x12\x11\n" +
 	"\rCODE_INTERNAL\x10\f\x12\x16\n" +
-	"\x12CODE_SHUTTING_DOWN\x10\r\"\xb7\x02\n" +
+	"\x12CODE_SHUTTING_DOWN\x10\r\x12\x1a\n" +
+	"\x16CODE_PERMISSION_DENIED\x10\x0e\x12\x1b\n" +
+	"\x17CODE_RESOURCE_EXHAUSTED\x10\x0f\x12\x1c\n" +
+	"\x18CODE_FAILED_PRECONDITION\x10\x10\x12\x17\n" +
+	"\x13CODE_ALREADY_EXISTS\x10\x11\x12\x1a\n" +
+	"\x16CODE_DEADLINE_EXCEEDED\x10\x12\x12\x14\n" +
+	"\x10CODE_UNAVAILABLE\x10\x13\x12\x12\n" +
+	"\x0eCODE_CANCELLED\x10\x14\"\xb7\x02\n" +
 	"\x04Room\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\ahandler\x18\x02 \x01(\tR\ahandler\x12;\n" +
@@ -2010,7 +2304,17 @@ const file_rally_realtime_v1_realtime_proto_rawDesc = "" +
 	"\vMatchTicket\x12\x1b\n" +
 	"\tticket_id\x18\x01 \x01(\tR\bticketId\"C\n" +
 	"\vMatchUpdate\x124\n" +
-	"\x06update\x18\x01 \x01(\v2\x1c.rally.match.v1.TicketUpdateR\x06updateBAZ?github.com/rallyhq/rally/api/proto/rally/realtime/v1;realtimev1b\x06proto3"
+	"\x06update\x18\x01 \x01(\v2\x1c.rally.match.v1.TicketUpdateR\x06update\"N\n" +
+	"\x04Call\x12\x16\n" +
+	"\x06method\x18\x01 \x01(\tR\x06method\x12.\n" +
+	"\arequest\x18\x02 \x01(\v2\x14.google.protobuf.AnyR\arequest\"\f\n" +
+	"\n" +
+	"CancelCall\">\n" +
+	"\n" +
+	"CallResult\x120\n" +
+	"\bresponse\x18\x01 \x01(\v2\x14.google.protobuf.AnyR\bresponse\";\n" +
+	"\tCallEvent\x12.\n" +
+	"\amessage\x18\x01 \x01(\v2\x14.google.protobuf.AnyR\amessageBAZ?github.com/rallyhq/rally/api/proto/rally/realtime/v1;realtimev1b\x06proto3"
 
 var (
 	file_rally_realtime_v1_realtime_proto_rawDescOnce sync.Once
@@ -2025,7 +2329,7 @@ func file_rally_realtime_v1_realtime_proto_rawDescGZIP() []byte {
 }
 
 var file_rally_realtime_v1_realtime_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_rally_realtime_v1_realtime_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_rally_realtime_v1_realtime_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_rally_realtime_v1_realtime_proto_goTypes = []any{
 	(Error_Code)(0),          // 0: rally.realtime.v1.Error.Code
 	(*Envelope)(nil),         // 1: rally.realtime.v1.Envelope
@@ -2052,12 +2356,17 @@ var file_rally_realtime_v1_realtime_proto_goTypes = []any{
 	(*CancelMatch)(nil),      // 22: rally.realtime.v1.CancelMatch
 	(*MatchTicket)(nil),      // 23: rally.realtime.v1.MatchTicket
 	(*MatchUpdate)(nil),      // 24: rally.realtime.v1.MatchUpdate
-	nil,                      // 25: rally.realtime.v1.Room.LabelsEntry
-	nil,                      // 26: rally.realtime.v1.CreateRoom.LabelsEntry
-	nil,                      // 27: rally.realtime.v1.JoinRoom.LabelsEntry
-	nil,                      // 28: rally.realtime.v1.ListRooms.LabelsEntry
-	(*v1.TicketRequest)(nil), // 29: rally.match.v1.TicketRequest
-	(*v1.TicketUpdate)(nil),  // 30: rally.match.v1.TicketUpdate
+	(*Call)(nil),             // 25: rally.realtime.v1.Call
+	(*CancelCall)(nil),       // 26: rally.realtime.v1.CancelCall
+	(*CallResult)(nil),       // 27: rally.realtime.v1.CallResult
+	(*CallEvent)(nil),        // 28: rally.realtime.v1.CallEvent
+	nil,                      // 29: rally.realtime.v1.Room.LabelsEntry
+	nil,                      // 30: rally.realtime.v1.CreateRoom.LabelsEntry
+	nil,                      // 31: rally.realtime.v1.JoinRoom.LabelsEntry
+	nil,                      // 32: rally.realtime.v1.ListRooms.LabelsEntry
+	(*v1.TicketRequest)(nil), // 33: rally.match.v1.TicketRequest
+	(*v1.TicketUpdate)(nil),  // 34: rally.match.v1.TicketUpdate
+	(*anypb.Any)(nil),        // 35: google.protobuf.Any
 }
 var file_rally_realtime_v1_realtime_proto_depIdxs = []int32{
 	2,  // 0: rally.realtime.v1.Envelope.error:type_name -> rally.realtime.v1.Error
@@ -2070,39 +2379,46 @@ var file_rally_realtime_v1_realtime_proto_depIdxs = []int32{
 	12, // 7: rally.realtime.v1.Envelope.ping:type_name -> rally.realtime.v1.Ping
 	21, // 8: rally.realtime.v1.Envelope.find_match:type_name -> rally.realtime.v1.FindMatch
 	22, // 9: rally.realtime.v1.Envelope.cancel_match:type_name -> rally.realtime.v1.CancelMatch
-	13, // 10: rally.realtime.v1.Envelope.room_joined:type_name -> rally.realtime.v1.RoomJoined
-	14, // 11: rally.realtime.v1.Envelope.room_left:type_name -> rally.realtime.v1.RoomLeft
-	15, // 12: rally.realtime.v1.Envelope.room_list:type_name -> rally.realtime.v1.RoomList
-	16, // 13: rally.realtime.v1.Envelope.pong:type_name -> rally.realtime.v1.Pong
-	23, // 14: rally.realtime.v1.Envelope.match_ticket:type_name -> rally.realtime.v1.MatchTicket
-	17, // 15: rally.realtime.v1.Envelope.data:type_name -> rally.realtime.v1.Data
-	18, // 16: rally.realtime.v1.Envelope.presence:type_name -> rally.realtime.v1.Presence
-	19, // 17: rally.realtime.v1.Envelope.state_frame:type_name -> rally.realtime.v1.StateFrame
-	20, // 18: rally.realtime.v1.Envelope.room_closed:type_name -> rally.realtime.v1.RoomClosed
-	24, // 19: rally.realtime.v1.Envelope.match_update:type_name -> rally.realtime.v1.MatchUpdate
-	0,  // 20: rally.realtime.v1.Error.code:type_name -> rally.realtime.v1.Error.Code
-	25, // 21: rally.realtime.v1.Room.labels:type_name -> rally.realtime.v1.Room.LabelsEntry
-	4,  // 22: rally.realtime.v1.Room.schema:type_name -> rally.realtime.v1.StateField
-	26, // 23: rally.realtime.v1.CreateRoom.labels:type_name -> rally.realtime.v1.CreateRoom.LabelsEntry
-	27, // 24: rally.realtime.v1.JoinRoom.labels:type_name -> rally.realtime.v1.JoinRoom.LabelsEntry
-	6,  // 25: rally.realtime.v1.JoinRoom.create:type_name -> rally.realtime.v1.CreateRoom
-	28, // 26: rally.realtime.v1.ListRooms.labels:type_name -> rally.realtime.v1.ListRooms.LabelsEntry
-	3,  // 27: rally.realtime.v1.RoomJoined.room:type_name -> rally.realtime.v1.Room
-	5,  // 28: rally.realtime.v1.RoomJoined.players:type_name -> rally.realtime.v1.Player
-	5,  // 29: rally.realtime.v1.RoomJoined.self:type_name -> rally.realtime.v1.Player
-	3,  // 30: rally.realtime.v1.RoomList.rooms:type_name -> rally.realtime.v1.Room
-	5,  // 31: rally.realtime.v1.Presence.joins:type_name -> rally.realtime.v1.Player
-	5,  // 32: rally.realtime.v1.Presence.leaves:type_name -> rally.realtime.v1.Player
-	5,  // 33: rally.realtime.v1.Presence.dropped:type_name -> rally.realtime.v1.Player
-	5,  // 34: rally.realtime.v1.Presence.rejoined:type_name -> rally.realtime.v1.Player
-	17, // 35: rally.realtime.v1.StateFrame.messages:type_name -> rally.realtime.v1.Data
-	29, // 36: rally.realtime.v1.FindMatch.request:type_name -> rally.match.v1.TicketRequest
-	30, // 37: rally.realtime.v1.MatchUpdate.update:type_name -> rally.match.v1.TicketUpdate
-	38, // [38:38] is the sub-list for method output_type
-	38, // [38:38] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	25, // 10: rally.realtime.v1.Envelope.call:type_name -> rally.realtime.v1.Call
+	26, // 11: rally.realtime.v1.Envelope.cancel_call:type_name -> rally.realtime.v1.CancelCall
+	13, // 12: rally.realtime.v1.Envelope.room_joined:type_name -> rally.realtime.v1.RoomJoined
+	14, // 13: rally.realtime.v1.Envelope.room_left:type_name -> rally.realtime.v1.RoomLeft
+	15, // 14: rally.realtime.v1.Envelope.room_list:type_name -> rally.realtime.v1.RoomList
+	16, // 15: rally.realtime.v1.Envelope.pong:type_name -> rally.realtime.v1.Pong
+	23, // 16: rally.realtime.v1.Envelope.match_ticket:type_name -> rally.realtime.v1.MatchTicket
+	27, // 17: rally.realtime.v1.Envelope.call_result:type_name -> rally.realtime.v1.CallResult
+	17, // 18: rally.realtime.v1.Envelope.data:type_name -> rally.realtime.v1.Data
+	18, // 19: rally.realtime.v1.Envelope.presence:type_name -> rally.realtime.v1.Presence
+	19, // 20: rally.realtime.v1.Envelope.state_frame:type_name -> rally.realtime.v1.StateFrame
+	20, // 21: rally.realtime.v1.Envelope.room_closed:type_name -> rally.realtime.v1.RoomClosed
+	24, // 22: rally.realtime.v1.Envelope.match_update:type_name -> rally.realtime.v1.MatchUpdate
+	28, // 23: rally.realtime.v1.Envelope.call_event:type_name -> rally.realtime.v1.CallEvent
+	0,  // 24: rally.realtime.v1.Error.code:type_name -> rally.realtime.v1.Error.Code
+	29, // 25: rally.realtime.v1.Room.labels:type_name -> rally.realtime.v1.Room.LabelsEntry
+	4,  // 26: rally.realtime.v1.Room.schema:type_name -> rally.realtime.v1.StateField
+	30, // 27: rally.realtime.v1.CreateRoom.labels:type_name -> rally.realtime.v1.CreateRoom.LabelsEntry
+	31, // 28: rally.realtime.v1.JoinRoom.labels:type_name -> rally.realtime.v1.JoinRoom.LabelsEntry
+	6,  // 29: rally.realtime.v1.JoinRoom.create:type_name -> rally.realtime.v1.CreateRoom
+	32, // 30: rally.realtime.v1.ListRooms.labels:type_name -> rally.realtime.v1.ListRooms.LabelsEntry
+	3,  // 31: rally.realtime.v1.RoomJoined.room:type_name -> rally.realtime.v1.Room
+	5,  // 32: rally.realtime.v1.RoomJoined.players:type_name -> rally.realtime.v1.Player
+	5,  // 33: rally.realtime.v1.RoomJoined.self:type_name -> rally.realtime.v1.Player
+	3,  // 34: rally.realtime.v1.RoomList.rooms:type_name -> rally.realtime.v1.Room
+	5,  // 35: rally.realtime.v1.Presence.joins:type_name -> rally.realtime.v1.Player
+	5,  // 36: rally.realtime.v1.Presence.leaves:type_name -> rally.realtime.v1.Player
+	5,  // 37: rally.realtime.v1.Presence.dropped:type_name -> rally.realtime.v1.Player
+	5,  // 38: rally.realtime.v1.Presence.rejoined:type_name -> rally.realtime.v1.Player
+	17, // 39: rally.realtime.v1.StateFrame.messages:type_name -> rally.realtime.v1.Data
+	33, // 40: rally.realtime.v1.FindMatch.request:type_name -> rally.match.v1.TicketRequest
+	34, // 41: rally.realtime.v1.MatchUpdate.update:type_name -> rally.match.v1.TicketUpdate
+	35, // 42: rally.realtime.v1.Call.request:type_name -> google.protobuf.Any
+	35, // 43: rally.realtime.v1.CallResult.response:type_name -> google.protobuf.Any
+	35, // 44: rally.realtime.v1.CallEvent.message:type_name -> google.protobuf.Any
+	45, // [45:45] is the sub-list for method output_type
+	45, // [45:45] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_rally_realtime_v1_realtime_proto_init() }
@@ -2121,16 +2437,20 @@ func file_rally_realtime_v1_realtime_proto_init() {
 		(*Envelope_Ping)(nil),
 		(*Envelope_FindMatch)(nil),
 		(*Envelope_CancelMatch)(nil),
+		(*Envelope_Call)(nil),
+		(*Envelope_CancelCall)(nil),
 		(*Envelope_RoomJoined)(nil),
 		(*Envelope_RoomLeft)(nil),
 		(*Envelope_RoomList)(nil),
 		(*Envelope_Pong)(nil),
 		(*Envelope_MatchTicket)(nil),
+		(*Envelope_CallResult)(nil),
 		(*Envelope_Data)(nil),
 		(*Envelope_Presence)(nil),
 		(*Envelope_StateFrame)(nil),
 		(*Envelope_RoomClosed)(nil),
 		(*Envelope_MatchUpdate)(nil),
+		(*Envelope_CallEvent)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2138,7 +2458,7 @@ func file_rally_realtime_v1_realtime_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rally_realtime_v1_realtime_proto_rawDesc), len(file_rally_realtime_v1_realtime_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   28,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
