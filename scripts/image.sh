@@ -6,7 +6,9 @@
 # BINARY is a static linux rally binary (make build), TAG the image reference
 # recorded in the tarball (e.g. rally:dev). UPX=1 packs a copy of the binary
 # with UPX first. Writes dist/oci/ (OCI layout) and dist/rally-image.tar
-# (docker load), and prints the gzip and zstd compressed sizes.
+# (docker load), and prints the gzip and zstd compressed sizes. A binary
+# named rally-operator makes the operator's image instead:
+# dist/oci-rally-operator/ and dist/rally-operator-image.tar.
 #
 # Environment: COMPRESSION (gzip or zstd, default gzip) picks what is written;
 # CA_CERTS overrides the CA bundle copied into the image.
@@ -18,6 +20,12 @@ die() { echo "image.sh: $*" >&2; exit 1; }
 binary=$(realpath "$1") || die "binary $1 not found"
 tag=$2
 use_upx=$3
+program=rally
+out_oci=dist/oci/ out_tar=dist/rally-image.tar
+if [[ $(basename "$binary") == rally-operator ]]; then
+	program=rally-operator
+	out_oci=dist/oci-rally-operator/ out_tar=dist/rally-operator-image.tar
+fi
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ca_certs=${CA_CERTS:-/etc/ssl/certs/ca-certificates.crt}
 compression=${COMPRESSION:-gzip}
@@ -28,6 +36,7 @@ compression=${COMPRESSION:-gzip}
 # The binary reports its own version, so the label is right even when TAG is
 # something like registry/rally:latest.
 version=$("$binary" version 2>/dev/null | awk '{print $2}') || true
+[[ $program == rally-operator ]] && { version=$("$binary" --version 2>&1 | awk '{print $2}') || true; }
 version=${version:-${tag##*:}}
 
 if [[ $use_upx == 1 ]]; then
@@ -72,5 +81,6 @@ go run . \
 	--out "$root/dist" \
 	--compression "$compression" \
 	--version "$version" \
+	--program "$program" \
 	--compare
-echo "wrote dist/oci/ and dist/rally-image.tar ($compression layers)"
+echo "wrote $out_oci and $out_tar ($compression layers)"

@@ -27,4 +27,26 @@ if ((${#missing[@]})); then
 fi
 
 command -v go >/dev/null 2>&1 || { echo "test-deps: Go is required (go.mod names the version)" >&2; exit 1; }
+
+# A real kube-apiserver and etcd for the operator's envtest tests, compiled
+# from the Go module proxy by the shared build script that sits beside the
+# repository (the first build takes about 14 minutes on 2 cores; then it is
+# cached under ~/.cache/rally/envtest/<version>, where the tests look when
+# KUBEBUILDER_ASSETS is unset). The version matches testsvc.KubeVersion.
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export K8S_VERSION=1.37.2
+envtest_script=$root/../shared/k8s/build-envtest-assets.sh
+if [ -n "${KUBEBUILDER_ASSETS:-}" ] && [ -x "$KUBEBUILDER_ASSETS/kube-apiserver" ]; then
+  :
+elif [ -x "$HOME/.cache/rally/envtest/$K8S_VERSION/kube-apiserver" ] && [ ! -f "$envtest_script" ]; then
+  :
+elif [ -f "$envtest_script" ]; then
+  echo "test-deps: envtest assets (kube-apiserver, etcd $K8S_VERSION)"
+  bash "$envtest_script" >/dev/null
+elif [ "${RALLY_TEST_SERVICES:-}" = optional ]; then
+  echo "test-deps: $envtest_script not found; the envtest tests will skip" >&2
+else
+  echo "test-deps: $envtest_script not found: it builds kube-apiserver and etcd for the envtest tests (set RALLY_TEST_SERVICES=optional to skip those tests)" >&2
+  exit 1
+fi
 echo "test-deps: ok"

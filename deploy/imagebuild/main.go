@@ -1,6 +1,6 @@
-// Command imagebuild has one job: package a static rally binary into a
-// from-scratch OCI image without a container engine. It writes an OCI image
-// layout and a tarball that `docker load` accepts, and prints the image's
+// Command imagebuild has one job: package a static rally (or rally-operator)
+// binary into a from-scratch OCI image without a container engine. It writes
+// an OCI image layout and a tarball that `docker load` accepts, and prints the image's
 // digest and compressed size.
 //
 //	go run . --binary ../../bin/rally --tag rally:dev --out ../../dist
@@ -49,6 +49,32 @@ type options struct {
 	version     string
 	platform    string
 	compare     bool
+	// program is "rally" (the default) or "rally-operator": what the
+	// binary is, which decides the entrypoint, ports and file names.
+	program string
+}
+
+// operatorProgram is the GameServerSet operator: no data directory, no
+// default arguments; metrics, probes and the allocation API on its ports.
+const operatorProgram = "rally-operator"
+
+func (o options) operator() bool { return o.program == operatorProgram }
+
+// ociDir and tarName are where run writes the image: dist/oci and
+// dist/rally-image.tar for rally, dist/oci-rally-operator and
+// dist/rally-operator-image.tar for the operator.
+func (o options) ociDir() string {
+	if o.operator() {
+		return filepath.Join(o.out, "oci-"+operatorProgram)
+	}
+	return filepath.Join(o.out, "oci")
+}
+
+func (o options) tarName() string {
+	if o.operator() {
+		return filepath.Join(o.out, operatorProgram+"-image.tar")
+	}
+	return filepath.Join(o.out, "rally-image.tar")
 }
 
 func main() {
@@ -61,6 +87,7 @@ func main() {
 	flag.StringVar(&o.version, "version", "dev", "value of the org.opencontainers.image.version label")
 	flag.StringVar(&o.platform, "platform", "linux/"+runtime.GOARCH, "platform the binary was built for")
 	flag.BoolVar(&o.compare, "compare", false, "also report the size with the other compression (not written)")
+	flag.StringVar(&o.program, "program", "rally", "what the binary is: rally or rally-operator")
 	flag.Parse()
 	if err := run(o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "imagebuild:", err)
@@ -73,6 +100,9 @@ func run(o options, w io.Writer) error {
 	if o.binary == "" {
 		return errors.New("--binary is required")
 	}
+	if o.program != "" && o.program != "rally" && !o.operator() {
+		return fmt.Errorf("--program %q: want rally or %s", o.program, operatorProgram)
+	}
 	tag, err := name.NewTag(o.tag)
 	if err != nil {
 		return err
@@ -84,7 +114,7 @@ func run(o options, w io.Writer) error {
 
 	// Start the layout afresh: appending to an old one would leave stale
 	// images listed in its index.json.
-	ociDir := filepath.Join(o.out, "oci")
+	ociDir := o.ociDir()
 	if err := os.RemoveAll(ociDir); err != nil {
 		return err
 	}
@@ -97,7 +127,7 @@ func run(o options, w io.Writer) error {
 	})); err != nil {
 		return err
 	}
-	if err := tarball.WriteToFile(filepath.Join(o.out, "rally-image.tar"), tag, img); err != nil {
+	if err := tarball.WriteToFile(o.tarName(), tag, img); err != nil {
 		return err
 	}
 	if err := report(w, o, img, ""); err != nil {
@@ -158,6 +188,20 @@ func build(o options) (v1.Image, error) {
 			},
 		},
 	}
+	if o.operator() {
+		c := &cfg.Config
+		c.Entrypoint = []string{"/" + operatorProgram}
+		c.Cmd = nil
+		c.Env = []string{"SSL_CERT_FILE=" + caPath}
+		c.ExposedPorts = map[string]struct{}{
+			"8080/tcp": {}, // metrics
+			"8081/tcp": {}, // probes
+			"7070/tcp": {}, // allocation gRPC
+			"7071/tcp": {}, // allocation REST
+		}
+		c.Labels["org.opencontainers.image.title"] = operatorProgram
+		c.Labels["org.opencontainers.image.description"] = "Rally game-server operator (GameServerSet controller and allocation API)"
+	}
 	img, err := mutate.ConfigFile(empty.Image, cfg)
 	if err != nil {
 		return nil, err
@@ -182,6 +226,10 @@ func rootLayer(o options, mtime time.Time) (v1.Layer, error) {
 		return nil, fmt.Errorf("CA bundle: %w", err)
 	}
 
+	binName := "rally"
+	if o.operator() {
+		binName = operatorProgram
+	}
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	entries := []struct {
@@ -195,7 +243,11 @@ func rootLayer(o options, mtime time.Time) (v1.Layer, error) {
 		{"etc/ssl/", 0o755, 0, 0, nil},
 		{"etc/ssl/certs/", 0o755, 0, 0, nil},
 		{"etc/ssl/certs/ca-certificates.crt", 0o644, 0, 0, ca},
-		{"rally", 0o755, 0, 0, bin},
+		{binName, 0o755, 0, 0, bin},
+	}
+	if o.operator() {
+		// The operator keeps no state on disk: no /data.
+		entries = entries[1:]
 	}
 	for _, e := range entries {
 		h := &tar.Header{

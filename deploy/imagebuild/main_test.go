@@ -192,3 +192,52 @@ func TestRunWritesArtifacts(t *testing.T) {
 		t.Errorf("report:\n%s", out.String())
 	}
 }
+
+// TestOperatorImage: --program rally-operator packages the operator under
+// its own name and files, without the server's data directory and arguments.
+func TestOperatorImage(t *testing.T) {
+	o := fakeInputs(t)
+	o.program = operatorProgram
+	o.tag = "rally-operator:test"
+	if err := run(o, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	img, err := tarball.ImageFromPath(filepath.Join(o.out, "rally-operator-image.tar"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(o.out, "oci-rally-operator", "index.json")); err != nil {
+		t.Errorf("OCI layout: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(o.out, "rally-image.tar")); err == nil {
+		t.Error("the operator build wrote the server's tarball")
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cf.Config
+	if !slices.Equal(c.Entrypoint, []string{"/rally-operator"}) || len(c.Cmd) != 0 || c.User != "65532:65532" {
+		t.Errorf("Entrypoint %q Cmd %q User %q", c.Entrypoint, c.Cmd, c.User)
+	}
+	for _, p := range []string{"8080/tcp", "8081/tcp", "7070/tcp", "7071/tcp"} {
+		if _, ok := c.ExposedPorts[p]; !ok {
+			t.Errorf("port %s not exposed", p)
+		}
+	}
+	files := map[string]bool{}
+	tr := tar.NewReader(mutate.Extract(img))
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		files["/"+strings.TrimSuffix(h.Name, "/")] = true
+	}
+	if !files["/rally-operator"] || files["/rally"] || files["/data"] || !files["/etc/ssl/certs/ca-certificates.crt"] {
+		t.Errorf("files %v", files)
+	}
+}
