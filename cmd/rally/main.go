@@ -125,7 +125,7 @@ func serve(res *config.Result) error {
 }
 
 func configCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "config", Short: "Inspect configuration"}
+	cmd := &cobra.Command{Use: "config", Short: "Inspect the server configuration; validate, diff and evaluate live config"}
 	printCmd := &cobra.Command{
 		Use:   "print",
 		Short: "Print the effective configuration (defaults < file < env < flags)",
@@ -148,6 +148,7 @@ func configCmd() *cobra.Command {
 		return err
 	}
 	cmd.AddCommand(printCmd)
+	cmd.AddCommand(liveConfigCmds()...)
 	return cmd
 }
 

@@ -47,6 +47,12 @@ type Config struct {
 	Rooms     Rooms     `koanf:"rooms"`
 	Events    Events    `koanf:"events"`
 	Match     Match     `koanf:"match"`
+	// LiveConfig is the live game configuration (docs/liveconfig.md).
+	LiveConfig LiveConfig `koanf:"liveconfig"`
+	// Chat is the chat service (docs/chat.md).
+	Chat Chat `koanf:"chat"`
+	// Leaderboard is the leaderboard service (docs/leaderboards.md).
+	Leaderboard Leaderboard `koanf:"leaderboard"`
 }
 
 // Match configures the matchmaker.
@@ -59,6 +65,110 @@ type Match struct {
 	RedisURL string `koanf:"redis_url"`
 	// Interval between matching passes.
 	Interval time.Duration `koanf:"interval"`
+	// Allocator places each match: rooms (an authoritative room on the
+	// node that made the match) or gameservers (a dedicated game server
+	// allocated by a rally-operator).
+	Allocator   string      `koanf:"allocator"`
+	GameServers GameServers `koanf:"gameservers"`
+}
+
+// GameServers points the matchmaker at a rally-operator's allocation API.
+type GameServers struct {
+	// Address is the operator's allocation gRPC endpoint, host:port.
+	Address string `koanf:"address"`
+	// Token is the bearer token the operator was started with, if any.
+	Token     string `koanf:"token"`
+	Namespace string `koanf:"namespace"`
+	// Set is the GameServerSet matches go to; empty means any set of the
+	// namespace.
+	Set string `koanf:"set"`
+	// Port names the server port put in assignments; empty: the first.
+	Port string `koanf:"port"`
+	// RegionLabel, when set, sends a match with a region only to servers
+	// whose label of that name is the region.
+	RegionLabel string `koanf:"region_label"`
+	// Timeout bounds one allocation.
+	Timeout time.Duration `koanf:"timeout"`
+}
+
+// LiveConfig configures live game configuration: where versions come
+// from and where exposures go.
+type LiveConfig struct {
+	// Source is none, dir (a watched directory on each node) or git (a
+	// branch, published to every node through NATS).
+	Source string `koanf:"source"`
+	Dir    string `koanf:"dir"`
+	// Debounce is how quiet the directory must be before it is reread.
+	Debounce time.Duration `koanf:"debounce"`
+	// History is how many reloads the admin endpoint lists.
+	History int `koanf:"history"`
+	// Bucket is the JetStream key-value bucket the git source publishes
+	// accepted versions to.
+	Bucket string `koanf:"bucket"`
+	// ExposureStream holds exposure events (subject rally.config.exposure).
+	ExposureStream string        `koanf:"exposure_stream"`
+	ExposureMaxAge time.Duration `koanf:"exposure_max_age"`
+	Git            LiveConfigGit `koanf:"git"`
+}
+
+// LiveConfigGit is the Git branch of the git source.
+type LiveConfigGit struct {
+	// URL is a local path, file://, ssh:// (or user@host:path) or https://.
+	URL    string `koanf:"url"`
+	Branch string `koanf:"branch"`
+	// Path is the directory inside the repository holding the documents.
+	Path string `koanf:"path"`
+	// PollInterval between fetches; 0 fetches only when the webhook is
+	// called.
+	PollInterval time.Duration `koanf:"poll_interval"`
+	// WebhookSecret authenticates POST /hooks/liveconfig/git (GitHub's
+	// X-Hub-Signature-256 or GitLab's X-Gitlab-Token); empty leaves it open.
+	WebhookSecret string `koanf:"webhook_secret"`
+	// Username and Password (or token) for HTTPS; SSHKey is a private key
+	// file for SSH (else the SSH agent).
+	Username string `koanf:"username"`
+	Password string `koanf:"password"`
+	SSHKey   string `koanf:"ssh_key"`
+}
+
+// Leaderboard configures where leaderboards are kept and which boards
+// exist from the start.
+type Leaderboard struct {
+	// Store is embedded (in memory, durable through the store) or redis
+	// (shared by every replica).
+	Store    string `koanf:"store"`
+	RedisURL string `koanf:"redis_url"`
+	// Boards is a YAML file of boards created (or updated) at start; empty
+	// creates none.
+	Boards string `koanf:"boards"`
+	// Admins are user ids (comma-separated) allowed to create boards over
+	// the API.
+	Admins string `koanf:"admins"`
+	// MaxMetadataBytes bounds a record's metadata.
+	MaxMetadataBytes int `koanf:"max_metadata_bytes"`
+}
+
+// Chat configures chat channels, their limits and where they are kept.
+type Chat struct {
+	// Stream holds every message, edit, delete and presence event
+	// (subjects rally.chat.<kind>.<channel>...).
+	Stream string `koanf:"stream"`
+	// MembersBucket is the JetStream key-value bucket of memberships.
+	MembersBucket string `koanf:"members_bucket"`
+	// MaxMessageBytes bounds a message's text.
+	MaxMessageBytes int `koanf:"max_message_bytes"`
+	// MessagesPerSecond and MessageBurst limit each player's sends and
+	// edits.
+	MessagesPerSecond float64 `koanf:"messages_per_second"`
+	MessageBurst      int     `koanf:"message_burst"`
+	// HistoryMaxAge is how long messages are kept; 0 keeps them forever.
+	HistoryMaxAge time.Duration `koanf:"history_max_age"`
+	// SubscriberQueue is how many events may wait for one subscriber
+	// before it is disconnected as too slow.
+	SubscriberQueue int `koanf:"subscriber_queue"`
+	// RoomReplay is how far back a starting node reads the room-event
+	// stream to learn who sits in rooms that run on other nodes.
+	RoomReplay time.Duration `koanf:"room_replay"`
 }
 
 // Auth configures sessions.
@@ -217,10 +327,49 @@ var defaults = map[string]any{
 	"events.retries":            5,
 	"events.retry_backoff":      "50ms",
 
-	"match.rules":     "",
-	"match.store":     "memory",
-	"match.redis_url": "",
-	"match.interval":  "20ms",
+	"match.rules":                    "",
+	"match.store":                    "memory",
+	"match.redis_url":                "",
+	"match.interval":                 "20ms",
+	"match.allocator":                "rooms",
+	"match.gameservers.address":      "",
+	"match.gameservers.token":        "",
+	"match.gameservers.namespace":    "default",
+	"match.gameservers.set":          "",
+	"match.gameservers.port":         "",
+	"match.gameservers.region_label": "",
+	"match.gameservers.timeout":      "5s",
+
+	"leaderboard.store":              "embedded",
+	"leaderboard.redis_url":          "",
+	"leaderboard.boards":             "",
+	"leaderboard.admins":             "",
+	"leaderboard.max_metadata_bytes": 2048,
+
+	"chat.stream":              "RALLY_CHAT",
+	"chat.members_bucket":      "RALLY_CHAT_MEMBERS",
+	"chat.max_message_bytes":   4096,
+	"chat.messages_per_second": 5.0,
+	"chat.message_burst":       10,
+	"chat.history_max_age":     "720h",
+	"chat.subscriber_queue":    256,
+	"chat.room_replay":         "1h",
+
+	"liveconfig.source":             "none",
+	"liveconfig.dir":                "",
+	"liveconfig.debounce":           "100ms",
+	"liveconfig.history":            50,
+	"liveconfig.bucket":             "RALLY_LIVECONFIG",
+	"liveconfig.exposure_stream":    "RALLY_CONFIG_EXPOSURES",
+	"liveconfig.exposure_max_age":   "720h",
+	"liveconfig.git.url":            "",
+	"liveconfig.git.branch":         "main",
+	"liveconfig.git.path":           "",
+	"liveconfig.git.poll_interval":  "30s",
+	"liveconfig.git.webhook_secret": "",
+	"liveconfig.git.username":       "",
+	"liveconfig.git.password":       "",
+	"liveconfig.git.ssh_key":        "",
 }
 
 // flagKeys maps each command-line flag to the key it sets.
@@ -487,6 +636,23 @@ func (c *Config) Validate() error {
 	if c.Match.Interval < time.Millisecond {
 		bad("match.interval", "must be at least 1ms, got %s", c.Match.Interval)
 	}
+	if !oneOf(c.Match.Allocator, "rooms", "gameservers") {
+		bad("match.allocator", "%q is not one of rooms, gameservers", c.Match.Allocator)
+	}
+	if c.Match.Allocator == "gameservers" {
+		if _, _, err := net.SplitHostPort(c.Match.GameServers.Address); err != nil {
+			bad("match.gameservers.address", "want the operator's allocation endpoint as host:port with match.allocator gameservers, got %q", c.Match.GameServers.Address)
+		}
+		if c.Match.GameServers.Namespace == "" {
+			bad("match.gameservers.namespace", "must not be empty")
+		}
+	}
+	if c.Match.GameServers.Timeout <= 0 {
+		bad("match.gameservers.timeout", "must be positive, got %s", c.Match.GameServers.Timeout)
+	}
+	c.validateLiveConfig(bad)
+	c.validateChat(bad)
+	c.validateLeaderboard(bad)
 	if c.Match.Rules != "" {
 		if fi, err := os.Stat(c.Match.Rules); err != nil || fi.IsDir() {
 			bad("match.rules", "%s is not a readable file", c.Match.Rules)
@@ -500,6 +666,109 @@ func (c *Config) Validate() error {
 		return errs[0]
 	}
 	return nil
+}
+
+// streamName matches names JetStream accepts for streams and buckets.
+var streamName = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+func (c *Config) validateLiveConfig(bad func(key, format string, args ...any)) {
+	lc := c.LiveConfig
+	if !oneOf(lc.Source, "none", "dir", "git") {
+		bad("liveconfig.source", "%q is not one of none, dir, git", lc.Source)
+	}
+	if lc.Source == "dir" {
+		if fi, err := os.Stat(lc.Dir); err != nil || !fi.IsDir() {
+			bad("liveconfig.dir", "want an existing directory with liveconfig.source dir, got %q", lc.Dir)
+		}
+	}
+	if lc.Debounce < time.Millisecond || lc.Debounce > 10*time.Second {
+		bad("liveconfig.debounce", "must be within 1ms-10s, got %s", lc.Debounce)
+	}
+	if lc.History < 1 || lc.History > 1000 {
+		bad("liveconfig.history", "must be within 1-1000, got %d", lc.History)
+	}
+	if !streamName.MatchString(lc.Bucket) {
+		bad("liveconfig.bucket", "%q is not a bucket name (letters, digits, _ and -)", lc.Bucket)
+	}
+	if !streamName.MatchString(lc.ExposureStream) || lc.ExposureStream == c.Events.Stream || lc.ExposureStream == c.Events.DeadLetter {
+		bad("liveconfig.exposure_stream", "%q is not a stream name (letters, digits, _ and -) distinct from the events streams", lc.ExposureStream)
+	}
+	if lc.ExposureMaxAge < 0 {
+		bad("liveconfig.exposure_max_age", "must not be negative, got %s", lc.ExposureMaxAge)
+	}
+	g := lc.Git
+	if lc.Source == "git" {
+		if strings.TrimSpace(g.URL) == "" || strings.ContainsAny(g.URL, " \t\n") {
+			bad("liveconfig.git.url", "want a repository path or URL with liveconfig.source git, got %q", g.URL)
+		}
+		if g.Branch == "" {
+			bad("liveconfig.git.branch", "must not be empty with liveconfig.source git")
+		}
+	}
+	if g.PollInterval != 0 && g.PollInterval < 50*time.Millisecond {
+		bad("liveconfig.git.poll_interval", "must be 0 (webhook only) or at least 50ms, got %s", g.PollInterval)
+	}
+	if g.SSHKey != "" {
+		if fi, err := os.Stat(g.SSHKey); err != nil || fi.IsDir() {
+			bad("liveconfig.git.ssh_key", "%s is not a readable file", g.SSHKey)
+		}
+	}
+}
+
+func (c *Config) validateLeaderboard(bad func(key, format string, args ...any)) {
+	lb := c.Leaderboard
+	if !oneOf(lb.Store, "embedded", "redis") {
+		bad("leaderboard.store", "%q is not one of embedded, redis", lb.Store)
+	}
+	if lb.Store == "redis" {
+		if u, err := url.Parse(lb.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
+			bad("leaderboard.redis_url", "want redis://host:port/db with leaderboard.store redis, got %q", lb.RedisURL)
+		}
+	}
+	if lb.Boards != "" {
+		if fi, err := os.Stat(lb.Boards); err != nil || fi.IsDir() {
+			bad("leaderboard.boards", "%s is not a readable file", lb.Boards)
+		}
+	}
+	for _, a := range strings.Split(lb.Admins, ",") {
+		if a = strings.TrimSpace(a); len(a) > 128 {
+			bad("leaderboard.admins", "%q is not a user id", a)
+		}
+	}
+	if lb.MaxMetadataBytes < 1 || lb.MaxMetadataBytes > 64<<10 {
+		bad("leaderboard.max_metadata_bytes", "must be within 1-65536, got %d", lb.MaxMetadataBytes)
+	}
+}
+
+func (c *Config) validateChat(bad func(key, format string, args ...any)) {
+	ch := c.Chat
+	taken := map[string]bool{c.Events.Stream: true, c.Events.DeadLetter: true, c.LiveConfig.ExposureStream: true}
+	if !streamName.MatchString(ch.Stream) || taken[ch.Stream] {
+		bad("chat.stream", "%q is not a stream name (letters, digits, _ and -) distinct from the other streams", ch.Stream)
+	}
+	if !streamName.MatchString(ch.MembersBucket) {
+		bad("chat.members_bucket", "%q is not a bucket name (letters, digits, _ and -)", ch.MembersBucket)
+	}
+	// A message travels in one NATS message (1 MiB by default) and one
+	// realtime frame.
+	if ch.MaxMessageBytes < 1 || ch.MaxMessageBytes > 256<<10 {
+		bad("chat.max_message_bytes", "must be within 1-262144, got %d", ch.MaxMessageBytes)
+	}
+	if !(ch.MessagesPerSecond > 0) || ch.MessagesPerSecond > 1e6 {
+		bad("chat.messages_per_second", "must be positive, got %v", ch.MessagesPerSecond)
+	}
+	if ch.MessageBurst < 1 {
+		bad("chat.message_burst", "must be at least 1, got %d", ch.MessageBurst)
+	}
+	if ch.SubscriberQueue < 1 || ch.SubscriberQueue > 1<<20 {
+		bad("chat.subscriber_queue", "must be within 1-1048576, got %d", ch.SubscriberQueue)
+	}
+	if ch.HistoryMaxAge < 0 || (ch.HistoryMaxAge > 0 && ch.HistoryMaxAge < time.Minute) {
+		bad("chat.history_max_age", "must be 0 (keep forever) or at least 1m, got %s", ch.HistoryMaxAge)
+	}
+	if ch.RoomReplay < 0 {
+		bad("chat.room_replay", "must not be negative, got %s", ch.RoomReplay)
+	}
 }
 
 func checkAddr(addr string) error {

@@ -11,8 +11,7 @@ type RoomCreator interface {
 // this Rally node, running the queue's handler, with a seat reserved for
 // each player.
 type RoomAllocator struct {
-	Rooms   RoomCreator
-	Ratings *StoreRatings
+	Rooms RoomCreator
 	// Connection is this node's address for players (http.advertise).
 	Connection string
 }
@@ -31,10 +30,24 @@ func (a RoomAllocator) Allocate(ctx context.Context, m *Match) (*Assignment, err
 	if err != nil {
 		return nil, err
 	}
-	if a.Ratings != nil {
-		if err := a.Ratings.RecordMatch(ctx, m.ID, m.Teams); err != nil {
-			return nil, err
-		}
-	}
 	return &Assignment{MatchID: m.ID, RoomID: roomID, Connection: a.Connection, Reservations: tokens, Teams: m.Teams, Region: m.Region}, nil
+}
+
+// RecordingAllocator records each match another Allocator placed, so that
+// ReportResult can rate it later, wherever it was played.
+type RecordingAllocator struct {
+	Allocator Allocator
+	Ratings   *StoreRatings
+}
+
+// Allocate implements Allocator.
+func (a RecordingAllocator) Allocate(ctx context.Context, m *Match) (*Assignment, error) {
+	asg, err := a.Allocator.Allocate(ctx, m)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.Ratings.RecordMatch(ctx, m.ID, m.Teams); err != nil {
+		return nil, err
+	}
+	return asg, nil
 }

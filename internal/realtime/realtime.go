@@ -118,7 +118,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c := newConn(s, ws, hr.batch, player, format == "json", trace.ContextWithSpanContext(context.Background(), span.SpanContext()))
 	span.End()
 	if !s.register(c) {
+		// The writer says why and closes the socket; without it the client
+		// would hold a socket to a server that is gone.
 		c.Kick(rtv1.Error_CODE_SHUTTING_DOWN, "server shutting down")
+		go c.writeLoop()
 		c.wait()
 		return
 	}

@@ -22,14 +22,17 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
 	matchv1 "github.com/rallyhq/rally/api/proto/rally/match/v1"
+	"github.com/rallyhq/rally/internal/allocation/allocclient"
 	"github.com/rallyhq/rally/internal/auth"
 	"github.com/rallyhq/rally/internal/buildinfo"
 	"github.com/rallyhq/rally/internal/bus"
+	"github.com/rallyhq/rally/internal/chat"
 	"github.com/rallyhq/rally/internal/config"
 	rallyhealth "github.com/rallyhq/rally/internal/health"
 	"github.com/rallyhq/rally/internal/match"
@@ -62,6 +65,8 @@ type Server struct {
 	// built.
 	grpcServices []func(grpc.ServiceRegistrar)
 	rooms        *room.Manager
+	liveConfig   *liveConfigState
+	chat         *chat.Service // see Chat
 	// Handlers holds the authoritative room logic; register a studio's
 	// game code here before Start.
 	Handlers *room.Registry
@@ -280,7 +285,11 @@ func (s *Server) startMatch(ctx context.Context) error {
 		notify = match.Relay{Publish: nc.Publish, Log: s.log}.Notify
 	}
 	ratings := match.NewStoreRatings(s.store)
-	engine := match.NewEngine(rules, pool, match.RoomAllocator{Rooms: s.rooms, Ratings: ratings, Connection: s.cfg.HTTP.Advertise}, match.Options{
+	allocator, err := s.matchAllocator(ratings)
+	if err != nil {
+		return err
+	}
+	engine := match.NewEngine(rules, pool, allocator, match.Options{
 		Notify: notify, Registerer: s.Registry, Log: s.log, Shared: s.cfg.Match.Store == "redis",
 	})
 	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
@@ -294,6 +303,30 @@ func (s *Server) startMatch(ctx context.Context) error {
 	s.grpcServices = append(s.grpcServices, func(g grpc.ServiceRegistrar) { matchv1.RegisterMatchServiceServer(g, svc) })
 	s.realtime.SetMatchmaker(svc)
 	return nil
+}
+
+// matchAllocator picks where matches are played: rooms on this node, or
+// dedicated game servers from a rally-operator.
+func (s *Server) matchAllocator(ratings *match.StoreRatings) (match.Allocator, error) {
+	if s.cfg.Match.Allocator != "gameservers" {
+		return match.RecordingAllocator{Allocator: match.RoomAllocator{Rooms: s.rooms, Connection: s.cfg.HTTP.Advertise}, Ratings: ratings}, nil
+	}
+	gs := s.cfg.Match.GameServers
+	conn, err := grpc.NewClient(gs.Address,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithStatsHandler(otelgrpc.NewClientHandler(
+			otelgrpc.WithTracerProvider(s.tracing.Provider), otelgrpc.WithPropagators(telemetry.Propagator()))))
+	if err != nil {
+		return nil, fmt.Errorf("match.gameservers.address: %w", err)
+	}
+	s.onStop("match-gameservers", func(context.Context) error { return conn.Close() })
+	return match.RecordingAllocator{
+		Allocator: &allocclient.MatchAllocator{
+			Allocator: allocclient.NewClient(conn, gs.Token), Namespace: gs.Namespace, Set: gs.Set,
+			Port: gs.Port, RegionLabel: gs.RegionLabel, Timeout: gs.Timeout,
+		},
+		Ratings: ratings,
+	}, nil
 }
 
 func listen(name, addr string) (net.Listener, error) {
@@ -378,8 +411,17 @@ func (s *Server) startGRPC() {
 	s.onStop("grpc", func(ctx context.Context) error {
 		done := make(chan struct{})
 		go func() { srv.GracefulStop(); close(done) }()
+		// Unary calls finish within the grace; streams (FindOpponent, chat
+		// Subscribe, config Watch) never end on their own, so after it they
+		// are cut and their clients reconnect elsewhere.
+		grace := time.NewTimer(grpcStopGrace)
+		defer grace.Stop()
 		select {
 		case <-done:
+			return nil
+		case <-grace.C:
+			srv.Stop()
+			<-done
 			return nil
 		case <-ctx.Done():
 			srv.Stop()
@@ -388,6 +430,10 @@ func (s *Server) startGRPC() {
 		}
 	})
 }
+
+// grpcStopGrace is how long a draining server lets gRPC calls finish before
+// it cuts the rest.
+const grpcStopGrace = 2 * time.Second
 
 func (s *Server) onStop(name string, fn func(context.Context) error) {
 	s.stops = append(s.stops, stop{name, fn})
