@@ -109,6 +109,13 @@ func (s *Server) Start(ctx context.Context) (err error) {
 			stopCtx, cancel := context.WithTimeout(context.Background(), s.cfg.Shutdown.Timeout)
 			defer cancel()
 			s.runStops(stopCtx)
+			// A listener whose server never started has no stop of its
+			// own; closing one twice is harmless.
+			for _, ln := range []net.Listener{s.httpLn, s.grpcLn} {
+				if ln != nil {
+					_ = ln.Close()
+				}
+			}
 		}
 	}()
 	if s.httpLn, err = listen("http", s.cfg.HTTP.Addr); err != nil {
