@@ -237,6 +237,9 @@ type HTTP struct {
 	// assignments carry it, so a player matched by another replica knows
 	// where its room is.
 	Advertise string `koanf:"advertise"`
+	// AdminToken guards /admin/ endpoints: callers present it as a bearer
+	// token. Empty leaves them to loopback callers only.
+	AdminToken string `koanf:"admin_token"`
 }
 
 // NATS selects between the embedded NATS server and an external one.
@@ -289,6 +292,7 @@ var defaults = map[string]any{
 	"http.addr":               "127.0.0.1:7350",
 	"http.pprof":              false,
 	"http.advertise":          "",
+	"http.admin_token":        "",
 	"grpc.addr":               "127.0.0.1:7349",
 	"nats.url":                "",
 	"nats.addr":               "127.0.0.1:4222",

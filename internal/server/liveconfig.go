@@ -80,8 +80,8 @@ func (s *Server) startLiveConfig(ctx context.Context, mux *http.ServeMux) error 
 		return sess.UserID, ok
 	}, s.Registry)
 	s.grpcServices = append(s.grpcServices, func(g grpc.ServiceRegistrar) { configv1.RegisterConfigServiceServer(g, svc) })
-	mux.HandleFunc("GET /admin/liveconfig", st.handleCurrent)
-	mux.HandleFunc("GET /admin/liveconfig/history", st.handleHistory)
+	mux.Handle("GET /admin/liveconfig", s.admin(http.HandlerFunc(st.handleCurrent)))
+	mux.Handle("GET /admin/liveconfig/history", s.admin(http.HandlerFunc(st.handleHistory)))
 	return nil
 }
 

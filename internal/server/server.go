@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -52,15 +53,16 @@ type Server struct {
 	// Registry is the Prometheus registry every domain registers into.
 	Registry *prometheus.Registry
 
-	httpLn, grpcLn net.Listener
-	grpcHealth     *health.Server
-	tracing        *telemetry.Tracing
-	bus            *bus.Bus
-	store          store.Store
-	nodeID         string
-	auth           *auth.Service
-	realtime       *realtime.Server
-	events         *roomevents.Publisher
+	httpLn, grpcLn  net.Listener
+	grpcHealth      *health.Server
+	tracing         *telemetry.Tracing
+	bus             *bus.Bus
+	store           store.Store
+	nodeID          string
+	auth            *auth.Service
+	realtime        *realtime.Server
+	events          *roomevents.Publisher
+	adminRejections prometheus.Counter
 	// grpcServices register the domains' gRPC services when the server is
 	// built.
 	grpcServices []func(grpc.ServiceRegistrar)
@@ -90,14 +92,20 @@ type Addrs struct {
 
 // New returns a server for cfg; Start runs it.
 func New(cfg config.Config, log *slog.Logger) *Server {
-	return &Server{
+	s := &Server{
 		cfg:      cfg,
 		log:      log,
 		health:   rallyhealth.NewChecker(2 * time.Second),
 		Registry: telemetry.NewRegistry(buildinfo.Get()),
 		Handlers: room.NewRegistry(),
 		errc:     make(chan error, 4),
+		adminRejections: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rally_http_admin_rejections_total",
+			Help: "Requests to /admin/ endpoints refused: no or a wrong token, or a non-loopback caller without http.admin_token.",
+		}),
 	}
+	s.Registry.MustRegister(s.adminRejections)
+	return s
 }
 
 // Start brings the process up. Listeners are bound first, so a busy port
@@ -435,6 +443,28 @@ func (s *Server) startGRPC() {
 			<-done
 			return ctx.Err()
 		}
+	})
+}
+
+// admin guards operator endpoints (/admin/...): with http.admin_token set,
+// callers must present it as a bearer token; without one, only loopback
+// callers are served, so a default install does not publish them.
+func (s *Server) admin(h http.Handler) http.Handler {
+	token := s.cfg.HTTP.AdminToken
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if token != "" {
+			got := auth.BearerFromRequest(r)
+			if subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
+				s.adminRejections.Inc()
+				http.Error(w, "admin endpoint: missing or wrong bearer token (http.admin_token)", http.StatusUnauthorized)
+				return
+			}
+		} else if host, _, err := net.SplitHostPort(r.RemoteAddr); err != nil || !net.ParseIP(host).IsLoopback() {
+			s.adminRejections.Inc()
+			http.Error(w, "admin endpoint: set http.admin_token to reach it from other hosts", http.StatusForbidden)
+			return
+		}
+		h.ServeHTTP(w, r)
 	})
 }
 
