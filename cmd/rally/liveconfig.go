@@ -87,7 +87,7 @@ revisions of a Git repository (branches, tags, commit ids, HEAD~1). Values are
 compared by key; experiments and releases by id, with the share of players
 whose variant would change. Exit status: 0 same, 1 different, 2 trouble.
 
-  rally config diff examples/liveconfig /tmp/edited
+  rally config diff examples/liveconfig ./edited
   rally config diff --repo . --path config origin/main HEAD`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {

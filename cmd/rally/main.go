@@ -195,6 +195,7 @@ func benchCmd() *cobra.Command {
 	cmd.AddCommand(cold)
 	cmd.AddCommand(syncCmd())
 	cmd.AddCommand(matchCmd())
+	cmd.AddCommand(leaderboardBenchCmd())
 	return cmd
 }
 

@@ -2,7 +2,84 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc"
+
+	lbv1 "github.com/rallyhq/rally/api/proto/rally/leaderboard/v1"
+	"github.com/rallyhq/rally/internal/auth"
+	"github.com/rallyhq/rally/internal/leaderboard"
 )
 
-func (s *Server) startLeaderboards(ctx context.Context, mux *http.ServeMux) error { return nil }
+// Leaderboards returns the leaderboard service, valid after Start. Its
+// methods are the server-side API: game code submits to authoritative
+// boards and creates boards through it.
+func (s *Server) Leaderboards() *leaderboard.Service { return s.leaderboards }
+
+// startLeaderboards wires leaderboards: the embedded or Redis backend, the
+// boards file, the reset watcher and rally.leaderboard.v1 on gRPC and the
+// socket.
+func (s *Server) startLeaderboards(ctx context.Context, _ *http.ServeMux) error {
+	cfg := s.cfg.Leaderboard
+	var be leaderboard.Backend
+	switch cfg.Store {
+	case "redis":
+		opts, err := redis.ParseURL(cfg.RedisURL)
+		if err != nil {
+			return fmt.Errorf("leaderboard.redis_url: %w", err)
+		}
+		client := redis.NewClient(opts)
+		if err := client.Ping(ctx).Err(); err != nil {
+			_ = client.Close()
+			return fmt.Errorf("leaderboard: redis at %s: %w", opts.Addr, err)
+		}
+		s.onStop("leaderboard-redis", func(context.Context) error { return client.Close() })
+		s.health.Add("leaderboard-redis", func(ctx context.Context) error { return client.Ping(ctx).Err() })
+		be = leaderboard.NewRedis(client, "rally:lb:")
+	default:
+		be = leaderboard.NewEmbedded(s.store, leaderboard.EmbeddedOptions{Registerer: s.Registry})
+	}
+	svc, err := leaderboard.New(ctx, leaderboard.Options{
+		Backend: be, MaxMetadataBytes: cfg.MaxMetadataBytes, Registerer: s.Registry,
+		TracerProvider: s.tracing.Provider, Log: s.log,
+	})
+	if err != nil {
+		_ = be.Close()
+		return err
+	}
+	// Registered after the store, so it stops before it: queued writes are
+	// committed while the store is still open.
+	s.onStop("leaderboard", func(context.Context) error { return svc.Close() })
+	if cfg.Boards != "" {
+		boards, err := leaderboard.LoadBoardsFile(cfg.Boards)
+		if err != nil {
+			return fmt.Errorf("leaderboard.boards: %s: %v", cfg.Boards, err)
+		}
+		for _, b := range boards {
+			if _, err := svc.CreateBoard(ctx, b); err != nil {
+				return fmt.Errorf("leaderboard.boards: %s: %v", cfg.Boards, err)
+			}
+		}
+	}
+	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() { defer close(done); svc.Run(runCtx) }()
+	s.onStop("leaderboard-resets", func(context.Context) error { stop(); <-done; return nil })
+
+	var admins []string
+	for _, a := range strings.Split(cfg.Admins, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			admins = append(admins, a)
+		}
+	}
+	impl := leaderboard.NewGRPC(svc, func(ctx context.Context) (string, string, bool) {
+		sess, ok := auth.FromContext(ctx)
+		return sess.UserID, sess.Username, ok
+	}, admins)
+	s.grpcServices = append(s.grpcServices, func(g grpc.ServiceRegistrar) { lbv1.RegisterLeaderboardServiceServer(g, impl) })
+	s.leaderboards = svc
+	return nil
+}

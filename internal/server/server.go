@@ -36,6 +36,7 @@ import (
 	"github.com/rallyhq/rally/internal/chat"
 	"github.com/rallyhq/rally/internal/config"
 	rallyhealth "github.com/rallyhq/rally/internal/health"
+	"github.com/rallyhq/rally/internal/leaderboard"
 	"github.com/rallyhq/rally/internal/match"
 	"github.com/rallyhq/rally/internal/node"
 	"github.com/rallyhq/rally/internal/realtime"
@@ -69,6 +70,7 @@ type Server struct {
 	rooms        *room.Manager
 	liveConfig   *liveConfigState
 	chat         *chat.Service // see Chat
+	leaderboards *leaderboard.Service
 	// Handlers holds the authoritative room logic; register a studio's
 	// game code here before Start.
 	Handlers *room.Registry
