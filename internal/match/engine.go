@@ -218,6 +218,11 @@ func queueOf(poolKey string) string {
 	return name
 }
 
+// Waiting returns the ticket if it is still waiting for a match.
+func (e *Engine) Waiting(ctx context.Context, id string) (*Ticket, bool, error) {
+	return e.pool.Waiting(ctx, id)
+}
+
 // Cancel withdraws a waiting ticket; false means it was no longer waiting
 // (already matched, cancelled or expired).
 func (e *Engine) Cancel(ctx context.Context, id string) (bool, error) {

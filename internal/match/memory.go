@@ -218,3 +218,14 @@ func (p *MemoryPool) Finish(_ context.Context, ids []string) error {
 	}
 	return nil
 }
+
+// Waiting implements Pool.
+func (p *MemoryPool) Waiting(_ context.Context, id string) (*Ticket, bool, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	mt, ok := p.tickets[id]
+	if !ok || mt.state != StateWaiting {
+		return nil, false, nil
+	}
+	return mt.t, true, nil
+}

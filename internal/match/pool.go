@@ -75,4 +75,6 @@ type Pool interface {
 	Requeue(ctx context.Context, ids []string) error
 	// Finish forgets claimed tickets once their match is assigned.
 	Finish(ctx context.Context, ids []string) error
+	// Waiting returns the ticket if it is still waiting.
+	Waiting(ctx context.Context, id string) (*Ticket, bool, error)
 }

@@ -499,3 +499,21 @@ func (p *RedisPool) Finish(ctx context.Context, ids []string) error {
 	}
 	return nil
 }
+
+// Waiting returns the ticket if it is still waiting.
+func (p *RedisPool) Waiting(ctx context.Context, id string) (*Ticket, bool, error) {
+	rec, err := p.client.HMGet(ctx, p.recordKey(id), "s", "j").Result()
+	if err != nil {
+		return nil, false, fmt.Errorf("match: read %s: %w", id, err)
+	}
+	st, _ := rec[0].(string)
+	j, _ := rec[1].(string)
+	if st != "waiting" || j == "" {
+		return nil, false, nil
+	}
+	t := new(Ticket)
+	if err := json.Unmarshal([]byte(j), t); err != nil {
+		return nil, false, fmt.Errorf("match: ticket %s: %w", id, err)
+	}
+	return t, true, nil
+}

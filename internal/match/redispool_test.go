@@ -718,3 +718,35 @@ func TestRedisClaimManyIsAtomicPerClaim(t *testing.T) {
 		t.Fatalf("waiting after claims: %v", ticketIDs(left))
 	}
 }
+
+// Waiting reads a waiting ticket back whole, and nothing once it is
+// claimed or removed — in both pools.
+func TestPoolsReportWaitingTickets(t *testing.T) {
+	rp, _ := newTestRedisPool(t)
+	for name, p := range map[string]Pool{"redis": rp, "memory": NewMemoryPool()} {
+		ctx := context.Background()
+		for _, tk := range []*Ticket{redisTicket("w1", "duel", 1500, 3), redisTicket("w2", "duel", 1510, 2)} {
+			if err := p.Add(ctx, tk); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, ok, err := p.Waiting(ctx, "w1")
+		if err != nil || !ok || got.ID != "w1" || got.Rating != 1500 || len(got.Players) != len(redisTicket("w1", "duel", 1500, 3).Players) {
+			t.Fatalf("%s: waiting w1 = %+v, %v, %v", name, got, ok, err)
+		}
+		if ok, err := p.Claim(ctx, "m1", []string{"w1"}); err != nil || !ok {
+			t.Fatalf("%s: claim: %v %v", name, ok, err)
+		}
+		if _, ok, err := p.Waiting(ctx, "w1"); err != nil || ok {
+			t.Fatalf("%s: a claimed ticket reads as waiting (%v)", name, err)
+		}
+		if _, err := p.Remove(ctx, "w2"); err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range []string{"w2", "never"} {
+			if _, ok, err := p.Waiting(ctx, id); err != nil || ok {
+				t.Fatalf("%s: %s reads as waiting (%v)", name, id, err)
+			}
+		}
+	}
+}

@@ -3,6 +3,7 @@ package match
 import (
 	"context"
 	"errors"
+	"slices"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -192,8 +193,24 @@ func (s *Service) WatchTicket(req *matchv1.WatchTicketRequest, stream matchv1.Ma
 	if err != nil {
 		return err
 	}
+	// Subscribe first, then read the ticket: an update between the two is
+	// queued, not lost.
 	updates, cancel := s.Hub.Subscribe(req.GetTicketId())
 	defer cancel()
+	t, ok, err := s.Engine.Waiting(stream.Context(), req.GetTicketId())
+	if err != nil {
+		return status.Error(codes.Internal, err.Error())
+	}
+	if !ok {
+		return status.Error(codes.NotFound, "ticket is not waiting (matched, cancelled, expired or unknown)")
+	}
+	if !slices.ContainsFunc(t.Players, func(p Player) bool { return p.UserID == uid }) {
+		return status.Error(codes.PermissionDenied, "only a player of the ticket may watch it")
+	}
+	// The current state first, so a watcher knows where the ticket stands.
+	if err := stream.Send(ticketUpdate(t)); err != nil {
+		return err
+	}
 	return s.follow(stream.Context(), req.GetTicketId(), uid, updates, stream.Send, false)
 }
 
@@ -280,6 +297,11 @@ var stateOf = map[UpdateKind]matchv1.TicketState{
 
 // toProto renders an update for viewer, who sees only their own seat
 // reservation.
+// ticketUpdate reports a waiting ticket as it stands.
+func ticketUpdate(t *Ticket) *matchv1.TicketUpdate {
+	return &matchv1.TicketUpdate{Kind: matchv1.TicketUpdate_KIND_QUEUED, Ticket: ticketProto(t, matchv1.TicketState_TICKET_STATE_QUEUED)}
+}
+
 func toProto(u Update, viewer string) *matchv1.TicketUpdate {
 	out := &matchv1.TicketUpdate{
 		Kind:         matchv1.TicketUpdate_Kind(u.Kind),

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"io"
 	"testing"
 	"time"
 
@@ -175,6 +176,67 @@ func TestMatchServiceRejectsBadTickets(t *testing.T) {
 	}
 	if _, err := mc.CreateTicket(ctx, &matchv1.TicketRequest{Queue: "duel"}); status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("no token: %v", err)
+	}
+}
+
+// WatchTicket starts with where the ticket stands, follows it to its end,
+// and serves only the ticket's players and only waiting tickets.
+func TestWatchTicket(t *testing.T) {
+	s := startServer(t, testConfig(t))
+	defer shutdown(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	mc := matchClient(t, s)
+	owner, err := rally.AuthenticateDevice(ctx, "http://"+s.Addrs().HTTP, "device-watch-owner-00", "watchowner", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := rally.AuthenticateDevice(ctx, "http://"+s.Addrs().HTTP, "device-watch-other-00", "watchother", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk, err := mc.CreateTicket(bearer(ctx, owner.Token), &matchv1.TicketRequest{Queue: "squad"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	watch := func(token, id string) (matchv1.MatchService_WatchTicketClient, *matchv1.TicketUpdate, error) {
+		st, err := mc.WatchTicket(bearer(ctx, token), &matchv1.WatchTicketRequest{TicketId: id})
+		if err != nil {
+			return nil, nil, err
+		}
+		u, err := st.Recv()
+		return st, u, err
+	}
+	if _, _, err := watch(owner.Token, "no-such-ticket"); status.Code(err) != codes.NotFound {
+		t.Fatalf("unknown ticket: %v", err)
+	}
+	if _, _, err := watch(other.Token, tk.GetId()); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("another player's ticket: %v", err)
+	}
+	st, first, err := watch(owner.Token, tk.GetId())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.GetKind() != matchv1.TicketUpdate_KIND_QUEUED || first.GetTicket().GetId() != tk.GetId() || first.GetTicket().GetQueue() != "squad" {
+		t.Fatalf("first update %v, want the queued ticket", first)
+	}
+	if _, err := mc.CancelTicket(bearer(ctx, owner.Token), &matchv1.CancelTicketRequest{TicketId: tk.GetId()}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		u, err := st.Recv()
+		if err != nil {
+			t.Fatalf("stream ended before the cancellation: %v", err)
+		}
+		if u.GetKind() == matchv1.TicketUpdate_KIND_CANCELLED {
+			break
+		}
+	}
+	if _, err := st.Recv(); err != io.EOF {
+		t.Fatalf("stream did not end after the ticket did: %v", err)
+	}
+	if _, _, err := watch(owner.Token, tk.GetId()); status.Code(err) != codes.NotFound {
+		t.Fatalf("cancelled ticket: %v", err)
 	}
 }
 
