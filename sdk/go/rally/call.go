@@ -50,6 +50,7 @@ func (c *Client) Stream(ctx context.Context, method string, req proto.Message, n
 		c.mu.Unlock()
 		return ErrClosed
 	}
+	st.gen = c.connGen
 	c.streams[cid] = st
 	c.mu.Unlock()
 	forget := func() {
@@ -78,6 +79,9 @@ type callStream struct {
 	fn      func(proto.Message)
 	done    chan error
 	ended   bool
+	// gen is the connection the call went out on: a stream opened while
+	// that connection was dropping ends when the next one is up.
+	gen int
 }
 
 func (s *callStream) finish(err error) {

@@ -356,6 +356,12 @@ func (c *Client) disconnected(gen int) {
 			c.connGen++
 			c.ws = ws
 			next := c.connGen
+			for cid, st := range c.streams {
+				if st.gen != next {
+					st.finish(ErrDisconnected)
+					delete(c.streams, cid)
+				}
+			}
 			c.mu.Unlock()
 			go c.readLoop(ws, next)
 			if c.opts.OnReconnect != nil {
