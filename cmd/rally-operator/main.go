@@ -170,13 +170,16 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	// The allocation API serves on every replica, leader or not.
 	if err := allocation.AddToManager(mgr, allocation.Options{
-		GRPCAddr:       o.allocGRPC,
-		HTTPAddr:       o.allocHTTP,
-		Token:          os.Getenv("RALLY_ALLOCATION_TOKEN"),
-		ClusterDomain:  o.clusterDomain,
-		Registerer:     ctrlmetrics.Registry,
-		TracerProvider: tracing.Provider,
-		Log:            slogger,
+		GRPCAddr:      o.allocGRPC,
+		HTTPAddr:      o.allocHTTP,
+		Token:         os.Getenv("RALLY_ALLOCATION_TOKEN"),
+		ClusterDomain: o.clusterDomain,
+		// A request without a namespace goes to the one watched, if only
+		// one is.
+		DefaultNamespace: o.namespace,
+		Registerer:       ctrlmetrics.Registry,
+		TracerProvider:   tracing.Provider,
+		Log:              slogger,
 	}); err != nil {
 		return fmt.Errorf("allocation: %w", err)
 	}
