@@ -113,7 +113,7 @@ func (r *Room) Relay(from string, op uint32, payload []byte, to [][]byte) error 
 	}
 	f := NewFrame()
 	f.B = envelope.AppendData(f.B, r.id, sender.player.UserID, op, payload)
-	var slow []*seat
+	var slow []Conn // kicked after the lock is released, as read under it
 	for uid, s := range r.seats {
 		if s == sender || s.conn == nil || (len(to) > 0 && !listed(to, uid)) {
 			continue
@@ -121,14 +121,14 @@ func (r *Room) Relay(from string, op uint32, payload []byte, to [][]byte) error 
 		f.Retain()
 		if !s.conn.Send(f) {
 			f.Release()
-			slow = append(slow, s)
+			slow = append(slow, s.conn)
 		}
 	}
 	r.mu.RUnlock()
 	f.Release()
 	r.m.metrics.relayed.Inc()
-	for _, s := range slow {
-		r.m.slowConsumer(s.conn)
+	for _, c := range slow {
+		r.m.slowConsumer(c)
 	}
 	return nil
 }
