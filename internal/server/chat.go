@@ -7,7 +7,6 @@ import (
 	"google.golang.org/grpc"
 
 	chatv1 "github.com/rallyhq/rally/api/proto/rally/chat/v1"
-	"github.com/rallyhq/rally/internal/auth"
 	"github.com/rallyhq/rally/internal/chat"
 )
 
@@ -49,10 +48,7 @@ func (s *Server) startChat(ctx context.Context, _ *http.ServeMux) error {
 	// Closing ends the Subscribe streams before gRPC drains, which would
 	// otherwise wait for them.
 	s.onStop("chat", svc.Close)
-	impl := svc.GRPC(func(ctx context.Context) (string, string, bool) {
-		sess, ok := auth.FromContext(ctx)
-		return sess.UserID, sess.Username, ok
-	})
+	impl := svc.GRPC(caller)
 	s.grpcServices = append(s.grpcServices, func(g grpc.ServiceRegistrar) { chatv1.RegisterChatServiceServer(g, impl) })
 	return nil
 }

@@ -6,11 +6,9 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 
 	lbv1 "github.com/rallyhq/rally/api/proto/rally/leaderboard/v1"
-	"github.com/rallyhq/rally/internal/auth"
 	"github.com/rallyhq/rally/internal/leaderboard"
 )
 
@@ -27,17 +25,10 @@ func (s *Server) startLeaderboards(ctx context.Context, _ *http.ServeMux) error 
 	var be leaderboard.Backend
 	switch cfg.Store {
 	case "redis":
-		opts, err := redis.ParseURL(cfg.RedisURL)
+		client, err := s.redisClient(ctx, "leaderboard.redis_url", cfg.RedisURL)
 		if err != nil {
-			return fmt.Errorf("leaderboard.redis_url: %w", err)
+			return err
 		}
-		client := redis.NewClient(opts)
-		if err := client.Ping(ctx).Err(); err != nil {
-			_ = client.Close()
-			return fmt.Errorf("leaderboard: redis at %s: %w", opts.Addr, err)
-		}
-		s.onStop("leaderboard-redis", func(context.Context) error { return client.Close() })
-		s.health.Add("leaderboard-redis", func(ctx context.Context) error { return client.Ping(ctx).Err() })
 		be = leaderboard.NewRedis(client, "rally:lb:")
 	default:
 		be = leaderboard.NewEmbedded(s.store, leaderboard.EmbeddedOptions{Registerer: s.Registry})
@@ -75,10 +66,7 @@ func (s *Server) startLeaderboards(ctx context.Context, _ *http.ServeMux) error 
 			admins = append(admins, a)
 		}
 	}
-	impl := leaderboard.NewGRPC(svc, func(ctx context.Context) (string, string, bool) {
-		sess, ok := auth.FromContext(ctx)
-		return sess.UserID, sess.Username, ok
-	}, admins)
+	impl := leaderboard.NewGRPC(svc, caller, admins)
 	s.grpcServices = append(s.grpcServices, func(g grpc.ServiceRegistrar) { lbv1.RegisterLeaderboardServiceServer(g, impl) })
 	s.leaderboards = svc
 	return nil

@@ -17,7 +17,6 @@ import (
 	"google.golang.org/grpc"
 
 	configv1 "github.com/rallyhq/rally/api/proto/rally/config/v1"
-	"github.com/rallyhq/rally/internal/auth"
 	"github.com/rallyhq/rally/internal/liveconfig"
 	"github.com/rallyhq/rally/internal/liveconfig/dirsource"
 	"github.com/rallyhq/rally/internal/liveconfig/gitops"
@@ -75,10 +74,7 @@ func (s *Server) startLiveConfig(ctx context.Context, mux *http.ServeMux) error 
 		}
 	}
 
-	svc := liveconfig.NewService(st.live, func(ctx context.Context) (string, bool) {
-		sess, ok := auth.FromContext(ctx)
-		return sess.UserID, ok
-	}, s.Registry)
+	svc := liveconfig.NewService(st.live, callerID, s.Registry)
 	s.grpcServices = append(s.grpcServices, func(g grpc.ServiceRegistrar) { configv1.RegisterConfigServiceServer(g, svc) })
 	mux.Handle("GET /admin/liveconfig", s.admin(http.HandlerFunc(st.handleCurrent)))
 	mux.Handle("GET /admin/liveconfig/history", s.admin(http.HandlerFunc(st.handleHistory)))

@@ -64,6 +64,7 @@ type Server struct {
 	realtime        *realtime.Server
 	events          *roomevents.Publisher
 	adminRejections prometheus.Counter
+	redis           map[string]*redis.Client // by URL, see redisClient
 	// grpcServices register the domains' gRPC services when the server is
 	// built.
 	grpcServices []func(grpc.ServiceRegistrar)
@@ -275,17 +276,10 @@ func (s *Server) startMatch(ctx context.Context) error {
 	var pool match.Pool = match.NewMemoryPool()
 	notify := hub.Notify
 	if s.cfg.Match.Store == "redis" {
-		opts, err := redis.ParseURL(s.cfg.Match.RedisURL)
+		client, err := s.redisClient(ctx, "match.redis_url", s.cfg.Match.RedisURL)
 		if err != nil {
-			return fmt.Errorf("match.redis_url: %w", err)
+			return err
 		}
-		client := redis.NewClient(opts)
-		if err := client.Ping(ctx).Err(); err != nil {
-			_ = client.Close()
-			return fmt.Errorf("match: redis at %s: %w", opts.Addr, err)
-		}
-		s.onStop("match-redis", func(context.Context) error { return client.Close() })
-		s.health.Add("redis", func(ctx context.Context) error { return client.Ping(ctx).Err() })
 		pool = match.NewRedisPool(client, "rally:match:")
 		// Updates cross replicas over NATS: the replica that matches a
 		// ticket is often not the one streaming it.
@@ -313,13 +307,47 @@ func (s *Server) startMatch(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() { defer close(done); engine.Run(runCtx, s.cfg.Match.Interval) }()
 	s.onStop("match", func(context.Context) error { stop(); <-done; return nil })
-	svc := match.NewService(engine, hub, ratings, func(ctx context.Context) (string, bool) {
-		sess, ok := auth.FromContext(ctx)
-		return sess.UserID, ok
-	})
+	svc := match.NewService(engine, hub, ratings, callerID)
 	s.grpcServices = append(s.grpcServices, func(g grpc.ServiceRegistrar) { matchv1.RegisterMatchServiceServer(g, svc) })
 	s.realtime.SetMatchmaker(svc)
 	return nil
+}
+
+// redisClient returns the Redis client for url, connected and checked;
+// domains configured with the same URL share one client (and one pool of
+// connections). key names the setting in errors.
+func (s *Server) redisClient(ctx context.Context, key, url string) (*redis.Client, error) {
+	if c, ok := s.redis[url]; ok {
+		return c, nil
+	}
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", key, err)
+	}
+	client := redis.NewClient(opts)
+	if err := client.Ping(ctx).Err(); err != nil {
+		_ = client.Close()
+		return nil, fmt.Errorf("%s: redis at %s: %w", key, opts.Addr, err)
+	}
+	if s.redis == nil {
+		s.redis = map[string]*redis.Client{}
+	}
+	s.redis[url] = client
+	s.onStop("redis "+opts.Addr, func(context.Context) error { return client.Close() })
+	s.health.Add("redis "+opts.Addr, func(ctx context.Context) error { return client.Ping(ctx).Err() })
+	return client, nil
+}
+
+// callerID and caller read the verified session that the gRPC interceptors
+// and the socket put in a call's context, for the domains' services.
+func callerID(ctx context.Context) (string, bool) {
+	sess, ok := auth.FromContext(ctx)
+	return sess.UserID, ok
+}
+
+func caller(ctx context.Context) (userID, username string, ok bool) {
+	sess, ok := auth.FromContext(ctx)
+	return sess.UserID, sess.Username, ok
 }
 
 // matchAllocator picks where matches are played: rooms on this node, or
