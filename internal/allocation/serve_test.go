@@ -2,14 +2,17 @@ package allocation
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	gamev1 "github.com/rallyhq/rally/api/k8s/v1alpha1"
 	matchv1 "github.com/rallyhq/rally/api/proto/rally/match/v1"
@@ -53,11 +56,13 @@ func TestRallyServeAllocatesGameServersForMatches(t *testing.T) {
 	defer conn.Close()
 	mc := matchv1.NewMatchServiceClient(conn)
 	got := make(chan *matchv1.Assignment, 2)
+	users := map[string]*rally.Session{}
 	for _, name := range []string{"gsann", "gsbob"} {
 		sess, err := rally.AuthenticateDevice(ctx, "http://"+s.Addrs().HTTP, "device-"+name+"-0123456789", name, true)
 		if err != nil {
 			t.Fatal(err)
 		}
+		users[name] = sess
 		stream, err := mc.FindOpponent(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+sess.Token), &matchv1.TicketRequest{Queue: "duel"})
 		if err != nil {
 			t.Fatal(err)
@@ -94,5 +99,29 @@ func TestRallyServeAllocatesGameServersForMatches(t *testing.T) {
 	pod := k.pod(t, names[0])
 	if pod.Labels[gamev1.LabelState] != string(gamev1.StateAllocated) {
 		t.Fatalf("the game server was not allocated: %v", pod.Labels)
+	}
+
+	// The game server reports the result with the token its allocation
+	// carries, without a player session; the result counts at once.
+	var meta map[string]string
+	if err := json.Unmarshal([]byte(pod.Annotations[gamev1.AnnotationAllocation]), &meta); err != nil || meta["match_id"] != first.GetMatchId() || meta["result_token"] == "" {
+		t.Fatalf("allocation metadata %v: %v", meta, err)
+	}
+	report := &matchv1.ReportResultRequest{MatchId: first.GetMatchId(), Results: []*matchv1.TeamResult{
+		{UserIds: []string{users["gsbob"].UserID}, Rank: 0}, {UserIds: []string{users["gsann"].UserID}, Rank: 1},
+	}}
+	report.ResultToken = meta["result_token"][1:] + "x"
+	if _, err := mc.ReportResult(ctx, report); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("a forged result token: %v", err)
+	}
+	report.ResultToken = meta["result_token"]
+	resp, err := mc.ReportResult(ctx, report)
+	if err != nil || resp.GetState() != matchv1.ResultState_RESULT_STATE_RATED || resp.GetRatings()[users["gsbob"].UserID].GetMu() <= 1500 {
+		t.Fatalf("the game server's report: %v %v", resp, err)
+	}
+	report.ResultToken = ""
+	playerCtx := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+users["gsann"].Token)
+	if _, err := mc.ReportResult(playerCtx, report); status.Code(err) != codes.NotFound {
+		t.Fatalf("a player report after the host's: %v", err)
 	}
 }

@@ -72,6 +72,10 @@ type Service struct {
 	createLocks [64]sync.Mutex
 	lockSeed    maphash.Seed
 
+	// optional lists the gRPC methods that may be called without a
+	// session (SessionOptional); written before serving only.
+	optional map[string]bool
+
 	requests   *prometheus.CounterVec
 	rejections *prometheus.CounterVec
 	created    prometheus.Counter

@@ -32,12 +32,34 @@ func exempt(fullMethod string) bool {
 	return strings.HasPrefix(fullMethod, "/grpc.health.v1.") || strings.HasPrefix(fullMethod, "/grpc.reflection.")
 }
 
+// SessionOptional lets the gRPC methods named (full names, as
+// "/pkg.Service/Method") be called without an authorization header: their
+// handlers check another credential themselves (a game server's result
+// token). A header that is present must still be a valid session. Call it
+// before serving.
+func (s *Service) SessionOptional(methods ...string) {
+	if s.optional == nil {
+		s.optional = map[string]bool{}
+	}
+	for _, m := range methods {
+		s.optional[m] = true
+	}
+}
+
+func hasAuthorization(ctx context.Context) bool {
+	md, _ := metadata.FromIncomingContext(ctx)
+	return len(md.Get("authorization")) > 0
+}
+
 // UnaryServerInterceptor requires "authorization: Bearer <session token>"
 // metadata on every unary call except health and reflection, and puts the
 // verified Session into the handler's context.
 func (s *Service) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		if exempt(info.FullMethod) {
+			return handler(ctx, req)
+		}
+		if s.optional[info.FullMethod] && !hasAuthorization(ctx) {
 			return handler(ctx, req)
 		}
 		ctx, err := s.authorize(ctx)
@@ -52,6 +74,9 @@ func (s *Service) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 func (s *Service) StreamServerInterceptor() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		if exempt(info.FullMethod) {
+			return handler(srv, ss)
+		}
+		if s.optional[info.FullMethod] && !hasAuthorization(ss.Context()) {
 			return handler(srv, ss)
 		}
 		ctx, err := s.authorize(ss.Context())

@@ -103,13 +103,17 @@ func (s *Service) Watch(req *configv1.WatchRequest, stream configv1.ConfigServic
 	defer s.watchers.Dec()
 	_, span := s.live.tracer.Start(ctx, "liveconfig.watch", trace.WithAttributes(attribute.String("player.id", p.ID)))
 	defer span.End()
+	// The first message is the config as it stands, even an empty one, so
+	// a watcher never waits for a change to learn where it starts.
 	var last string
+	first := true
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
 		changed := s.live.Changed()
 		r := s.live.Resolve(p)
-		if fp := r.fingerprint(); fp != last {
+		if fp := r.fingerprint(); fp != last || first {
+			first = false
 			if err := stream.Send(ToProto(r, req.GetKeys())); err != nil {
 				return err
 			}

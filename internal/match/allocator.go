@@ -34,19 +34,28 @@ func (a RoomAllocator) Allocate(ctx context.Context, m *Match) (*Assignment, err
 }
 
 // RecordingAllocator records each match another Allocator placed, so that
-// ReportResult can rate it later, wherever it was played.
+// ReportResult can rate it later, wherever it was played; the match's
+// result token goes to the inner allocator, which hands it to the match's
+// host.
 type RecordingAllocator struct {
 	Allocator Allocator
-	Ratings   *StoreRatings
+	Results   *Results
 }
 
 // Allocate implements Allocator.
 func (a RecordingAllocator) Allocate(ctx context.Context, m *Match) (*Assignment, error) {
-	asg, err := a.Allocator.Allocate(ctx, m)
-	if err != nil {
+	m.ResultToken = a.Results.Tokens.For(m.ID)
+	var rules ResultRules
+	if m.Queue != nil {
+		rules = m.Queue.Results
+	}
+	// Recorded first: a host may report as soon as it learns the match.
+	if err := a.Results.RecordMatch(ctx, m.ID, m.Teams, rules); err != nil {
 		return nil, err
 	}
-	if err := a.Ratings.RecordMatch(ctx, m.ID, m.Teams); err != nil {
+	asg, err := a.Allocator.Allocate(ctx, m)
+	if err != nil {
+		a.Results.Forget(m.ID)
 		return nil, err
 	}
 	return asg, nil

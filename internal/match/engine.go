@@ -8,6 +8,8 @@ package match
 
 import (
 	"context"
+	cryptorand "crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -62,6 +64,9 @@ type Match struct {
 	Region string
 	// Spread is the highest minus the lowest ticket rating.
 	Spread float64
+	// ResultToken lets whoever hosts the match (a game server) report its
+	// result without a player session; set by RecordingAllocator.
+	ResultToken string
 }
 
 // Assignment is where a match plays.
@@ -85,7 +90,8 @@ type Allocator interface {
 type Options struct {
 	// Now is the clock; tests inject one.
 	Now func() time.Time
-	// Seed makes ids and tie-breaks reproducible under test.
+	// Seed makes tie-breaks and pass start places reproducible under test;
+	// ids are always random.
 	Seed uint64
 	// Notify receives every update; it must not block.
 	Notify func(Update)
@@ -115,9 +121,8 @@ type Engine struct {
 	// kick asks Run for a pass soon: new tickets arrived.
 	kick chan struct{}
 
-	// Ids come from their own lock: submitting must not wait for a pass.
-	idMu sync.Mutex
-	rng  *rand.Rand
+	rngMu sync.Mutex
+	rng   *rand.Rand // where shared passes start
 }
 
 // NewEngine returns an engine for rules over pool.
@@ -159,11 +164,12 @@ func (e *Engine) Queue(name string) (*Queue, bool) {
 // ErrInvalidTicket wraps every reason a ticket is refused.
 var ErrInvalidTicket = errors.New("match: invalid ticket")
 
-// NewID returns a fresh random id (reproducible with a fixed seed).
+// NewID returns a fresh unguessable id (128 bits from crypto/rand): a
+// ticket or match id is all a caller needs to name one.
 func (e *Engine) NewID() string {
-	e.idMu.Lock()
-	defer e.idMu.Unlock()
-	return fmt.Sprintf("%016x", e.rng.Uint64())
+	var b [16]byte
+	_, _ = cryptorand.Read(b[:]) // crypto/rand never fails; it crashes instead
+	return hex.EncodeToString(b[:])
 }
 
 // Submit validates a ticket against its queue and queues it.
@@ -315,9 +321,9 @@ func (e *Engine) passPool(ctx context.Context, q *Queue, key string) (int, error
 	taken := map[string]bool{}
 	made := 0
 	if e.opts.Shared && len(anchors) > 1 {
-		e.idMu.Lock()
+		e.rngMu.Lock()
 		off := e.rng.IntN(len(anchors))
-		e.idMu.Unlock()
+		e.rngMu.Unlock()
 		anchors = append(anchors[off:], anchors[:off]...)
 	}
 	// Anchors go in chunks: the candidates of a whole chunk are fetched at

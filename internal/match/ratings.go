@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
-	"time"
 
 	"github.com/rallyhq/rally/internal/rating"
 	"github.com/rallyhq/rally/internal/store"
@@ -34,30 +32,14 @@ func RatingModel() rating.Model {
 
 const ratingsBucket = "match_ratings"
 
-// StoreRatings keeps ratings in the durable store, and the teams of recent
-// matches (so a result can be checked against who played) in memory for
-// MatchRecordTTL: a match lives in a room of this node, which a restart
-// ends anyway, and unreported matches must not pile up on disk.
+// StoreRatings keeps ratings in the durable store.
 type StoreRatings struct {
 	St store.Store
-
-	mu      sync.Mutex
-	matches map[string]matchRecord
-	swept   time.Time
-	now     func() time.Time
 }
-
-type matchRecord struct {
-	teams [][]string
-	at    time.Time
-}
-
-// MatchRecordTTL is how long a match's result can be reported.
-const MatchRecordTTL = 6 * time.Hour
 
 // NewStoreRatings returns ratings over st.
 func NewStoreRatings(st store.Store) *StoreRatings {
-	return &StoreRatings{St: st, matches: map[string]matchRecord{}, now: time.Now}
+	return &StoreRatings{St: st}
 }
 
 // Get returns each user's rating, NewPlayerRating for unknown users.
@@ -89,44 +71,3 @@ func (s *StoreRatings) Put(ctx context.Context, ratings map[string]rating.Rating
 	}
 	return s.St.PutMany(ctx, ratingsBucket, batch)
 }
-
-// RecordMatch remembers who played a match.
-func (s *StoreRatings) RecordMatch(_ context.Context, matchID string, teams [][]string) error {
-	now := s.now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.matches[matchID] = matchRecord{teams: teams, at: now}
-	// Sweeping at most once a minute keeps RecordMatch O(1) on average.
-	if now.Sub(s.swept) > time.Minute {
-		for id, r := range s.matches {
-			if now.Sub(r.at) > MatchRecordTTL {
-				delete(s.matches, id)
-			}
-		}
-		s.swept = now
-	}
-	return nil
-}
-
-// MatchTeams returns who played a match, or ErrMatchNotFound.
-func (s *StoreRatings) MatchTeams(_ context.Context, matchID string) ([][]string, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r, ok := s.matches[matchID]
-	if !ok || s.now().Sub(r.at) > MatchRecordTTL {
-		return nil, ErrMatchNotFound
-	}
-	return r.teams, nil
-}
-
-// ForgetMatch removes a match once its result is in: a result counts once.
-func (s *StoreRatings) ForgetMatch(_ context.Context, matchID string) error {
-	s.mu.Lock()
-	delete(s.matches, matchID)
-	s.mu.Unlock()
-	return nil
-}
-
-// ErrMatchNotFound is returned for a result of an unknown (or already
-// reported) match.
-var ErrMatchNotFound = errors.New("match: no such match (or its result is already in)")

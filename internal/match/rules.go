@@ -56,6 +56,24 @@ type Queue struct {
 	Backfill bool `yaml:"backfill"`
 	// Handler is the room logic the built-in allocator starts.
 	Handler string `yaml:"handler"`
+	// Results says who may report a match's result.
+	Results ResultRules `yaml:"results"`
+}
+
+// ResultRules say whose report rates a match. A report with the match's
+// result token (a game server, or server code) always counts at once.
+type ResultRules struct {
+	// Reporter is "players" (the default: every team reports, and the
+	// match is rated when all reports agree) or "server" (only the game
+	// server or server code; player reports are refused).
+	Reporter string `yaml:"reporter"`
+	// Deadline bounds how long after the first player report the other
+	// teams may report (default 10m).
+	Deadline Duration `yaml:"deadline"`
+	// OnTimeout decides a match whose teams did not all report by the
+	// deadline: "void" (the default: nobody is rated) or "reported" (rate
+	// by the reports in, when they agree).
+	OnTimeout string `yaml:"on_timeout"`
 }
 
 // FreeForAll sizes a free-for-all match: it waits up to FillFor for Max
@@ -227,6 +245,9 @@ func (q *Queue) validate() error {
 	if q.Handler == "" {
 		q.Handler = "arena"
 	}
+	if err := q.Results.validate(); err != nil {
+		return fmt.Errorf("results.%w", err)
+	}
 	sort.Strings(q.Same)
 	return nil
 }
@@ -294,4 +315,28 @@ func contains(list []string, v string) bool {
 		}
 	}
 	return false
+}
+
+func (r *ResultRules) validate() error {
+	switch r.Reporter {
+	case "":
+		r.Reporter = "players"
+	case "players", "server":
+	default:
+		return fmt.Errorf("reporter: want players or server, got %q", r.Reporter)
+	}
+	switch r.OnTimeout {
+	case "":
+		r.OnTimeout = "void"
+	case "void", "reported":
+	default:
+		return fmt.Errorf("on_timeout: want void or reported, got %q", r.OnTimeout)
+	}
+	if r.Deadline < 0 {
+		return errors.New("deadline: must not be negative")
+	}
+	if r.Deadline == 0 {
+		r.Deadline = Duration(10 * time.Minute)
+	}
+	return nil
 }

@@ -24,13 +24,14 @@ type Service struct {
 	Engine  *Engine
 	Hub     *Hub
 	Ratings *StoreRatings
+	Results *Results
 	Caller  Caller
 	tracer  trace.Tracer
 }
 
 // NewService returns the gRPC service.
-func NewService(e *Engine, hub *Hub, ratings *StoreRatings, caller Caller) *Service {
-	return &Service{Engine: e, Hub: hub, Ratings: ratings, Caller: caller, tracer: otel.Tracer("rally/match")}
+func NewService(e *Engine, hub *Hub, results *Results, caller Caller) *Service {
+	return &Service{Engine: e, Hub: hub, Ratings: results.Ratings, Results: results, Caller: caller, tracer: otel.Tracer("rally/match")}
 }
 
 func (s *Service) caller(ctx context.Context) (string, error) {
@@ -172,17 +173,15 @@ func (s *Service) CreateTicket(ctx context.Context, req *matchv1.TicketRequest) 
 	return ticketProto(t, matchv1.TicketState_TICKET_STATE_QUEUED), nil
 }
 
-// CancelTicket implements MatchService.
+// CancelTicket implements MatchService: only a player of the ticket may
+// withdraw it; for anyone else it does not exist.
 func (s *Service) CancelTicket(ctx context.Context, req *matchv1.CancelTicketRequest) (*matchv1.Ticket, error) {
-	if _, err := s.caller(ctx); err != nil {
+	uid, err := s.caller(ctx)
+	if err != nil {
 		return nil, err
 	}
-	ok, err := s.Engine.Cancel(ctx, req.GetTicketId())
-	if err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
-	}
-	if !ok {
-		return nil, status.Error(codes.FailedPrecondition, "ticket is not waiting (matched, cancelled, expired or unknown)")
+	if err := s.CancelFor(ctx, uid, req.GetTicketId()); err != nil {
+		return nil, err
 	}
 	return &matchv1.Ticket{Id: req.GetTicketId(), State: matchv1.TicketState_TICKET_STATE_CANCELLED}, nil
 }
@@ -201,11 +200,8 @@ func (s *Service) WatchTicket(req *matchv1.WatchTicketRequest, stream matchv1.Ma
 	if err != nil {
 		return status.Error(codes.Internal, err.Error())
 	}
-	if !ok {
-		return status.Error(codes.NotFound, "ticket is not waiting (matched, cancelled, expired or unknown)")
-	}
-	if !slices.ContainsFunc(t.Players, func(p Player) bool { return p.UserID == uid }) {
-		return status.Error(codes.PermissionDenied, "only a player of the ticket may watch it")
+	if !ok || !slices.ContainsFunc(t.Players, func(p Player) bool { return p.UserID == uid }) {
+		return errNoTicket
 	}
 	// The current state first, so a watcher knows where the ticket stands.
 	if err := stream.Send(ticketUpdate(t)); err != nil {
@@ -214,71 +210,74 @@ func (s *Service) WatchTicket(req *matchv1.WatchTicketRequest, stream matchv1.Ma
 	return s.follow(stream.Context(), req.GetTicketId(), uid, updates, stream.Send, false)
 }
 
-// ReportResult implements MatchService: the reporting player must have
-// played; every listed player must have been in the match; a match is rated
-// once.
+// ReportResult implements MatchService. A report with the match's result
+// token (its game server) counts at once and needs no session; a player
+// reports for their team, and the match is rated when every team's report
+// agrees. A caller who did not play the match learns nothing of it.
 func (s *Service) ReportResult(ctx context.Context, req *matchv1.ReportResultRequest) (*matchv1.ReportResultResponse, error) {
+	if len(req.GetMatchId()) == 0 || len(req.GetMatchId()) > maxIDBytes {
+		return nil, status.Errorf(codes.InvalidArgument, "match_id: 1 to %d bytes", maxIDBytes)
+	}
+	if len(req.GetResults()) > maxResultLines {
+		return nil, status.Errorf(codes.InvalidArgument, "results: at most %d lines", maxResultLines)
+	}
+	result := make([]Placement, 0, len(req.GetResults()))
+	for _, r := range req.GetResults() {
+		if len(r.GetUserIds()) > maxResultLines {
+			return nil, status.Errorf(codes.InvalidArgument, "results.user_ids: at most %d per line", maxResultLines)
+		}
+		result = append(result, Placement{UserIDs: r.GetUserIds(), Rank: int(r.GetRank())})
+	}
+	if tok := req.GetResultToken(); tok != "" {
+		if !s.Results.Tokens.Valid(req.GetMatchId(), tok) {
+			return nil, status.Error(codes.PermissionDenied, "result_token is not this match's")
+		}
+		rated, err := s.Results.Settle(ctx, req.GetMatchId(), result)
+		if err != nil {
+			return nil, resultStatus(err)
+		}
+		return resultResponse(Rated, rated), nil
+	}
 	uid, err := s.caller(ctx)
 	if err != nil {
 		return nil, err
 	}
-	played, err := s.Ratings.MatchTeams(ctx, req.GetMatchId())
-	if errors.Is(err, ErrMatchNotFound) {
-		return nil, status.Error(codes.NotFound, err.Error())
-	} else if err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
-	}
-	inMatch := map[string]bool{}
-	for _, team := range played {
-		for _, u := range team {
-			inMatch[u] = true
-		}
-	}
-	if !inMatch[uid] {
-		return nil, status.Error(codes.PermissionDenied, "only a player of the match may report its result")
-	}
-	var users []string
-	seen := map[string]bool{}
-	ranks := make([]int, 0, len(req.GetResults()))
-	for _, r := range req.GetResults() {
-		for _, u := range r.GetUserIds() {
-			if !inMatch[u] || seen[u] {
-				return nil, status.Errorf(codes.InvalidArgument, "user %s did not play this match or is listed twice", u)
-			}
-			seen[u] = true
-			users = append(users, u)
-		}
-		ranks = append(ranks, int(r.GetRank()))
-	}
-	current, err := s.Ratings.Get(ctx, users)
+	outcome, rated, err := s.Results.Report(ctx, req.GetMatchId(), uid, result)
 	if err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
+		return nil, resultStatus(err)
 	}
-	teams := make([][]rating.Rating, len(req.GetResults()))
-	for i, r := range req.GetResults() {
-		for _, u := range r.GetUserIds() {
-			teams[i] = append(teams[i], current[u])
+	return resultResponse(outcome, rated), nil
+}
+
+// Limits on result reports.
+const (
+	maxIDBytes     = 128
+	maxResultLines = 100
+)
+
+func resultResponse(o Outcome, rated map[string]rating.Rating) *matchv1.ReportResultResponse {
+	resp := &matchv1.ReportResultResponse{State: matchv1.ResultState(o)}
+	if len(rated) > 0 {
+		resp.Ratings = make(map[string]*matchv1.Rating, len(rated))
+		for u, r := range rated {
+			resp.Ratings[u] = &matchv1.Rating{Mu: r.Mu, Sigma: r.Sigma}
 		}
 	}
-	rated, err := RatingModel().Rate(teams, ranks)
-	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+	return resp
+}
+
+func resultStatus(err error) error {
+	switch {
+	case errors.Is(err, ErrMatchNotFound):
+		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, ErrServerReports):
+		return status.Error(codes.PermissionDenied, err.Error())
+	case errors.Is(err, ErrBadResult):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, ErrAlreadyReported), errors.Is(err, ErrDisputed):
+		return status.Error(codes.FailedPrecondition, err.Error())
 	}
-	updated := map[string]rating.Rating{}
-	resp := &matchv1.ReportResultResponse{Ratings: map[string]*matchv1.Rating{}}
-	for i, r := range req.GetResults() {
-		for j, u := range r.GetUserIds() {
-			updated[u] = rated[i][j]
-			resp.Ratings[u] = &matchv1.Rating{Mu: rated[i][j].Mu, Sigma: rated[i][j].Sigma}
-		}
-	}
-	if err := s.Ratings.Put(ctx, updated); err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
-	}
-	if err := s.Ratings.ForgetMatch(ctx, req.GetMatchId()); err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
-	}
-	return resp, nil
+	return status.Error(codes.Internal, err.Error())
 }
 
 func ticketProto(t *Ticket, st matchv1.TicketState) *matchv1.Ticket {
@@ -341,14 +340,28 @@ func (s *Service) Find(ctx context.Context, uid string, req *matchv1.TicketReque
 	return t.ID, func() { end(); <-done }, nil
 }
 
-// CancelFor withdraws a player's waiting ticket.
-func (s *Service) CancelFor(ctx context.Context, _ string, ticketID string) error {
-	ok, err := s.Engine.Cancel(ctx, ticketID)
+// errNoTicket is the answer for a ticket that is not waiting or is not
+// the caller's: the two are not told apart.
+var errNoTicket = status.Error(codes.NotFound, "no waiting ticket of yours with that id (matched, cancelled, expired, unknown or another player's)")
+
+// CancelFor withdraws a waiting ticket that userID is a player of.
+func (s *Service) CancelFor(ctx context.Context, userID, ticketID string) error {
+	if ticketID == "" || len(ticketID) > maxIDBytes {
+		return errNoTicket
+	}
+	t, ok, err := s.Engine.Waiting(ctx, ticketID)
 	if err != nil {
-		return err
+		return status.Error(codes.Internal, err.Error())
+	}
+	if !ok || !slices.ContainsFunc(t.Players, func(p Player) bool { return p.UserID == userID }) {
+		return errNoTicket
+	}
+	ok, err = s.Engine.Cancel(ctx, ticketID)
+	if err != nil {
+		return status.Error(codes.Internal, err.Error())
 	}
 	if !ok {
-		return status.Error(codes.FailedPrecondition, "ticket is not waiting")
+		return errNoTicket // matched or expired in the meantime
 	}
 	return nil
 }

@@ -127,9 +127,14 @@ func TestFindOpponentToRoomToResult(t *testing.T) {
 	if _, err := mc.ReportResult(bearer(ctx, intruder.UserID()), report); status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("report without a session: %v", err)
 	}
+	// Bob's report alone rates nobody; Alice's agreeing report rates both.
 	resp, err := mc.ReportResult(bearer(ctx, sessions["bob"].Token), report)
-	if err != nil {
-		t.Fatal(err)
+	if err != nil || resp.GetState() != matchv1.ResultState_RESULT_STATE_PENDING || len(resp.GetRatings()) != 0 {
+		t.Fatalf("first report: %v %v", resp, err)
+	}
+	resp, err = mc.ReportResult(bearer(ctx, sessions["alice"].Token), report)
+	if err != nil || resp.GetState() != matchv1.ResultState_RESULT_STATE_RATED {
+		t.Fatalf("agreeing report: %v %v", resp, err)
 	}
 	ra, rb := resp.GetRatings()[sessions["alice"].UserID], resp.GetRatings()[sessions["bob"].UserID]
 	if ra.GetMu() <= 1500 || rb.GetMu() >= 1500 || ra.GetSigma() >= 500 {
@@ -210,7 +215,7 @@ func TestWatchTicket(t *testing.T) {
 	if _, _, err := watch(owner.Token, "no-such-ticket"); status.Code(err) != codes.NotFound {
 		t.Fatalf("unknown ticket: %v", err)
 	}
-	if _, _, err := watch(other.Token, tk.GetId()); status.Code(err) != codes.PermissionDenied {
+	if _, _, err := watch(other.Token, tk.GetId()); status.Code(err) != codes.NotFound {
 		t.Fatalf("another player's ticket: %v", err)
 	}
 	st, first, err := watch(owner.Token, tk.GetId())

@@ -61,6 +61,7 @@ type Server struct {
 	store           store.Store
 	nodeID          string
 	auth            *auth.Service
+	signingKey      []byte
 	realtime        *realtime.Server
 	events          *roomevents.Publisher
 	adminRejections prometheus.Counter
@@ -219,6 +220,7 @@ func (s *Server) startRealtime(ctx context.Context, mux *http.ServeMux) error {
 	if err != nil {
 		return err
 	}
+	s.signingKey = key
 	if s.auth, err = auth.New(s.store, auth.Options{
 		Key: key, SessionTTL: s.cfg.Auth.SessionTTL, RefreshTTL: s.cfg.Auth.RefreshTTL,
 	}, s.Registry, s.log); err != nil {
@@ -295,8 +297,9 @@ func (s *Server) startMatch(ctx context.Context) error {
 		s.onStop("match-relay", func(context.Context) error { return sub.Unsubscribe() })
 		notify = match.Relay{Publish: nc.Publish, Log: s.log}.Notify
 	}
-	ratings := match.NewStoreRatings(s.store)
-	allocator, err := s.matchAllocator(ratings)
+	results := match.NewResults(match.NewStoreRatings(s.store), match.NewResultTokens(s.signingKey), s.Registry, s.log)
+	s.onStop("match-results", results.Close)
+	allocator, err := s.matchAllocator(results)
 	if err != nil {
 		return err
 	}
@@ -307,7 +310,9 @@ func (s *Server) startMatch(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() { defer close(done); engine.Run(runCtx, s.cfg.Match.Interval) }()
 	s.onStop("match", func(context.Context) error { stop(); <-done; return nil })
-	svc := match.NewService(engine, hub, ratings, callerID)
+	svc := match.NewService(engine, hub, results, callerID)
+	// Game servers report results with the match's result token.
+	s.auth.SessionOptional(matchv1.MatchService_ReportResult_FullMethodName)
 	s.grpcServices = append(s.grpcServices, func(g grpc.ServiceRegistrar) { matchv1.RegisterMatchServiceServer(g, svc) })
 	s.realtime.SetMatchmaker(svc)
 	return nil
@@ -352,9 +357,9 @@ func caller(ctx context.Context) (userID, username string, ok bool) {
 
 // matchAllocator picks where matches are played: rooms on this node, or
 // dedicated game servers from a rally-operator.
-func (s *Server) matchAllocator(ratings *match.StoreRatings) (match.Allocator, error) {
+func (s *Server) matchAllocator(results *match.Results) (match.Allocator, error) {
 	if s.cfg.Match.Allocator != "gameservers" {
-		return match.RecordingAllocator{Allocator: match.RoomAllocator{Rooms: s.rooms, Connection: s.cfg.HTTP.Advertise}, Ratings: ratings}, nil
+		return match.RecordingAllocator{Allocator: match.RoomAllocator{Rooms: s.rooms, Connection: s.cfg.HTTP.Advertise}, Results: results}, nil
 	}
 	gs := s.cfg.Match.GameServers
 	conn, err := grpc.NewClient(gs.Address,
@@ -370,7 +375,7 @@ func (s *Server) matchAllocator(ratings *match.StoreRatings) (match.Allocator, e
 			Allocator: allocclient.NewClient(conn, gs.Token), Namespace: gs.Namespace, Set: gs.Set,
 			Port: gs.Port, RegionLabel: gs.RegionLabel, Timeout: gs.Timeout,
 		},
-		Ratings: ratings,
+		Results: results,
 	}, nil
 }
 

@@ -17,8 +17,9 @@ import (
 // MatchAllocator places the matchmaker's matches on dedicated game servers:
 // it implements match.Allocator by allocating a Ready server and handing
 // its address to the match's tickets. The server learns the match from the
-// allocation metadata (SDK Watch): match_id, queue, region and teams (a
-// JSON array of arrays of user ids).
+// allocation metadata (SDK Watch): match_id, queue, region, teams (a JSON
+// array of arrays of user ids) and result_token, with which the server
+// reports the match's result (MatchService.ReportResult).
 //
 // A failed allocation (no Ready server) fails the match; the matchmaker
 // puts its tickets back at the front of the queue.
@@ -52,6 +53,9 @@ func (a *MatchAllocator) Allocate(ctx context.Context, m *match.Match) (*match.A
 		Namespace: a.Namespace,
 		Set:       a.Set,
 		Metadata:  map[string]string{"match_id": m.ID, "teams": string(teams)},
+	}
+	if m.ResultToken != "" {
+		req.Metadata["result_token"] = m.ResultToken
 	}
 	if m.Queue != nil {
 		req.Metadata["queue"] = m.Queue.Name

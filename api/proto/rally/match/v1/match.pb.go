@@ -79,6 +79,61 @@ func (TicketState) EnumDescriptor() ([]byte, []int) {
 	return file_rally_match_v1_match_proto_rawDescGZIP(), []int{0}
 }
 
+type ResultState int32
+
+const (
+	ResultState_RESULT_STATE_UNSPECIFIED ResultState = 0
+	// The report is recorded; other teams have yet to report.
+	ResultState_RESULT_STATE_PENDING ResultState = 1
+	// The result counted and ratings moved.
+	ResultState_RESULT_STATE_RATED ResultState = 2
+	// Reports conflict: the match rates nobody.
+	ResultState_RESULT_STATE_DISPUTED ResultState = 3
+)
+
+// Enum value maps for ResultState.
+var (
+	ResultState_name = map[int32]string{
+		0: "RESULT_STATE_UNSPECIFIED",
+		1: "RESULT_STATE_PENDING",
+		2: "RESULT_STATE_RATED",
+		3: "RESULT_STATE_DISPUTED",
+	}
+	ResultState_value = map[string]int32{
+		"RESULT_STATE_UNSPECIFIED": 0,
+		"RESULT_STATE_PENDING":     1,
+		"RESULT_STATE_RATED":       2,
+		"RESULT_STATE_DISPUTED":    3,
+	}
+)
+
+func (x ResultState) Enum() *ResultState {
+	p := new(ResultState)
+	*p = x
+	return p
+}
+
+func (x ResultState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ResultState) Descriptor() protoreflect.EnumDescriptor {
+	return file_rally_match_v1_match_proto_enumTypes[1].Descriptor()
+}
+
+func (ResultState) Type() protoreflect.EnumType {
+	return &file_rally_match_v1_match_proto_enumTypes[1]
+}
+
+func (x ResultState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ResultState.Descriptor instead.
+func (ResultState) EnumDescriptor() ([]byte, []int) {
+	return file_rally_match_v1_match_proto_rawDescGZIP(), []int{1}
+}
+
 type TicketUpdate_Kind int32
 
 const (
@@ -121,11 +176,11 @@ func (x TicketUpdate_Kind) String() string {
 }
 
 func (TicketUpdate_Kind) Descriptor() protoreflect.EnumDescriptor {
-	return file_rally_match_v1_match_proto_enumTypes[1].Descriptor()
+	return file_rally_match_v1_match_proto_enumTypes[2].Descriptor()
 }
 
 func (TicketUpdate_Kind) Type() protoreflect.EnumType {
-	return &file_rally_match_v1_match_proto_enumTypes[1]
+	return &file_rally_match_v1_match_proto_enumTypes[2]
 }
 
 func (x TicketUpdate_Kind) Number() protoreflect.EnumNumber {
@@ -775,8 +830,12 @@ func (x *WatchTicketRequest) GetTicketId() string {
 type ReportResultRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	MatchId string                 `protobuf:"bytes,1,opt,name=match_id,json=matchId,proto3" json:"match_id,omitempty"`
-	// Teams from first place to last; ties share a rank.
-	Results       []*TeamResult `protobuf:"bytes,2,rep,name=results,proto3" json:"results,omitempty"`
+	// Teams from first place to last; ties share a rank. Every player of the
+	// match is listed once.
+	Results []*TeamResult `protobuf:"bytes,2,rep,name=results,proto3" json:"results,omitempty"`
+	// The match's result token, for game servers: it comes with the
+	// allocation (metadata "result_token") and needs no player session.
+	ResultToken   string `protobuf:"bytes,3,opt,name=result_token,json=resultToken,proto3" json:"result_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -823,6 +882,13 @@ func (x *ReportResultRequest) GetResults() []*TeamResult {
 		return x.Results
 	}
 	return nil
+}
+
+func (x *ReportResultRequest) GetResultToken() string {
+	if x != nil {
+		return x.ResultToken
+	}
+	return ""
 }
 
 type TeamResult struct {
@@ -878,8 +944,10 @@ func (x *TeamResult) GetRank() uint32 {
 }
 
 type ReportResultResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Ratings       map[string]*Rating     `protobuf:"bytes,1,rep,name=ratings,proto3" json:"ratings,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new ratings, once the result is rated.
+	Ratings       map[string]*Rating `protobuf:"bytes,1,rep,name=ratings,proto3" json:"ratings,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	State         ResultState        `protobuf:"varint,2,opt,name=state,proto3,enum=rally.match.v1.ResultState" json:"state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -919,6 +987,13 @@ func (x *ReportResultResponse) GetRatings() map[string]*Rating {
 		return x.Ratings
 	}
 	return nil
+}
+
+func (x *ReportResultResponse) GetState() ResultState {
+	if x != nil {
+		return x.State
+	}
+	return ResultState_RESULT_STATE_UNSPECIFIED
 }
 
 var File_rally_match_v1_match_proto protoreflect.FileDescriptor
@@ -989,16 +1064,18 @@ const file_rally_match_v1_match_proto_rawDesc = "" +
 	"\x13CancelTicketRequest\x12\x1b\n" +
 	"\tticket_id\x18\x01 \x01(\tR\bticketId\"1\n" +
 	"\x12WatchTicketRequest\x12\x1b\n" +
-	"\tticket_id\x18\x01 \x01(\tR\bticketId\"f\n" +
+	"\tticket_id\x18\x01 \x01(\tR\bticketId\"\x89\x01\n" +
 	"\x13ReportResultRequest\x12\x19\n" +
 	"\bmatch_id\x18\x01 \x01(\tR\amatchId\x124\n" +
-	"\aresults\x18\x02 \x03(\v2\x1a.rally.match.v1.TeamResultR\aresults\";\n" +
+	"\aresults\x18\x02 \x03(\v2\x1a.rally.match.v1.TeamResultR\aresults\x12!\n" +
+	"\fresult_token\x18\x03 \x01(\tR\vresultToken\";\n" +
 	"\n" +
 	"TeamResult\x12\x19\n" +
 	"\buser_ids\x18\x01 \x03(\tR\auserIds\x12\x12\n" +
-	"\x04rank\x18\x02 \x01(\rR\x04rank\"\xb7\x01\n" +
+	"\x04rank\x18\x02 \x01(\rR\x04rank\"\xea\x01\n" +
 	"\x14ReportResultResponse\x12K\n" +
-	"\aratings\x18\x01 \x03(\v21.rally.match.v1.ReportResultResponse.RatingsEntryR\aratings\x1aR\n" +
+	"\aratings\x18\x01 \x03(\v21.rally.match.v1.ReportResultResponse.RatingsEntryR\aratings\x121\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x1b.rally.match.v1.ResultStateR\x05state\x1aR\n" +
 	"\fRatingsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12,\n" +
 	"\x05value\x18\x02 \x01(\v2\x16.rally.match.v1.RatingR\x05value:\x028\x01*\x94\x01\n" +
@@ -1007,7 +1084,12 @@ const file_rally_match_v1_match_proto_rawDesc = "" +
 	"\x13TICKET_STATE_QUEUED\x10\x01\x12\x18\n" +
 	"\x14TICKET_STATE_MATCHED\x10\x02\x12\x1a\n" +
 	"\x16TICKET_STATE_CANCELLED\x10\x03\x12\x18\n" +
-	"\x14TICKET_STATE_EXPIRED\x10\x042\x9f\x03\n" +
+	"\x14TICKET_STATE_EXPIRED\x10\x04*x\n" +
+	"\vResultState\x12\x1c\n" +
+	"\x18RESULT_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14RESULT_STATE_PENDING\x10\x01\x12\x16\n" +
+	"\x12RESULT_STATE_RATED\x10\x02\x12\x19\n" +
+	"\x15RESULT_STATE_DISPUTED\x10\x032\x9f\x03\n" +
 	"\fMatchService\x12M\n" +
 	"\fFindOpponent\x12\x1d.rally.match.v1.TicketRequest\x1a\x1c.rally.match.v1.TicketUpdate0\x01\x12E\n" +
 	"\fCreateTicket\x12\x1d.rally.match.v1.TicketRequest\x1a\x16.rally.match.v1.Ticket\x12K\n" +
@@ -1027,60 +1109,62 @@ func file_rally_match_v1_match_proto_rawDescGZIP() []byte {
 	return file_rally_match_v1_match_proto_rawDescData
 }
 
-var file_rally_match_v1_match_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_rally_match_v1_match_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
 var file_rally_match_v1_match_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_rally_match_v1_match_proto_goTypes = []any{
 	(TicketState)(0),             // 0: rally.match.v1.TicketState
-	(TicketUpdate_Kind)(0),       // 1: rally.match.v1.TicketUpdate.Kind
-	(*Rating)(nil),               // 2: rally.match.v1.Rating
-	(*GeoPoint)(nil),             // 3: rally.match.v1.GeoPoint
-	(*TicketRequest)(nil),        // 4: rally.match.v1.TicketRequest
-	(*TicketPlayer)(nil),         // 5: rally.match.v1.TicketPlayer
-	(*Ticket)(nil),               // 6: rally.match.v1.Ticket
-	(*TicketUpdate)(nil),         // 7: rally.match.v1.TicketUpdate
-	(*Assignment)(nil),           // 8: rally.match.v1.Assignment
-	(*Team)(nil),                 // 9: rally.match.v1.Team
-	(*CancelTicketRequest)(nil),  // 10: rally.match.v1.CancelTicketRequest
-	(*WatchTicketRequest)(nil),   // 11: rally.match.v1.WatchTicketRequest
-	(*ReportResultRequest)(nil),  // 12: rally.match.v1.ReportResultRequest
-	(*TeamResult)(nil),           // 13: rally.match.v1.TeamResult
-	(*ReportResultResponse)(nil), // 14: rally.match.v1.ReportResultResponse
-	nil,                          // 15: rally.match.v1.TicketRequest.RegionLatencyMsEntry
-	nil,                          // 16: rally.match.v1.TicketRequest.StringAttributesEntry
-	nil,                          // 17: rally.match.v1.TicketRequest.NumberAttributesEntry
-	nil,                          // 18: rally.match.v1.ReportResultResponse.RatingsEntry
+	(ResultState)(0),             // 1: rally.match.v1.ResultState
+	(TicketUpdate_Kind)(0),       // 2: rally.match.v1.TicketUpdate.Kind
+	(*Rating)(nil),               // 3: rally.match.v1.Rating
+	(*GeoPoint)(nil),             // 4: rally.match.v1.GeoPoint
+	(*TicketRequest)(nil),        // 5: rally.match.v1.TicketRequest
+	(*TicketPlayer)(nil),         // 6: rally.match.v1.TicketPlayer
+	(*Ticket)(nil),               // 7: rally.match.v1.Ticket
+	(*TicketUpdate)(nil),         // 8: rally.match.v1.TicketUpdate
+	(*Assignment)(nil),           // 9: rally.match.v1.Assignment
+	(*Team)(nil),                 // 10: rally.match.v1.Team
+	(*CancelTicketRequest)(nil),  // 11: rally.match.v1.CancelTicketRequest
+	(*WatchTicketRequest)(nil),   // 12: rally.match.v1.WatchTicketRequest
+	(*ReportResultRequest)(nil),  // 13: rally.match.v1.ReportResultRequest
+	(*TeamResult)(nil),           // 14: rally.match.v1.TeamResult
+	(*ReportResultResponse)(nil), // 15: rally.match.v1.ReportResultResponse
+	nil,                          // 16: rally.match.v1.TicketRequest.RegionLatencyMsEntry
+	nil,                          // 17: rally.match.v1.TicketRequest.StringAttributesEntry
+	nil,                          // 18: rally.match.v1.TicketRequest.NumberAttributesEntry
+	nil,                          // 19: rally.match.v1.ReportResultResponse.RatingsEntry
 }
 var file_rally_match_v1_match_proto_depIdxs = []int32{
-	5,  // 0: rally.match.v1.TicketRequest.players:type_name -> rally.match.v1.TicketPlayer
-	15, // 1: rally.match.v1.TicketRequest.region_latency_ms:type_name -> rally.match.v1.TicketRequest.RegionLatencyMsEntry
-	3,  // 2: rally.match.v1.TicketRequest.geo:type_name -> rally.match.v1.GeoPoint
-	16, // 3: rally.match.v1.TicketRequest.string_attributes:type_name -> rally.match.v1.TicketRequest.StringAttributesEntry
-	17, // 4: rally.match.v1.TicketRequest.number_attributes:type_name -> rally.match.v1.TicketRequest.NumberAttributesEntry
-	2,  // 5: rally.match.v1.TicketPlayer.rating:type_name -> rally.match.v1.Rating
-	5,  // 6: rally.match.v1.Ticket.players:type_name -> rally.match.v1.TicketPlayer
+	6,  // 0: rally.match.v1.TicketRequest.players:type_name -> rally.match.v1.TicketPlayer
+	16, // 1: rally.match.v1.TicketRequest.region_latency_ms:type_name -> rally.match.v1.TicketRequest.RegionLatencyMsEntry
+	4,  // 2: rally.match.v1.TicketRequest.geo:type_name -> rally.match.v1.GeoPoint
+	17, // 3: rally.match.v1.TicketRequest.string_attributes:type_name -> rally.match.v1.TicketRequest.StringAttributesEntry
+	18, // 4: rally.match.v1.TicketRequest.number_attributes:type_name -> rally.match.v1.TicketRequest.NumberAttributesEntry
+	3,  // 5: rally.match.v1.TicketPlayer.rating:type_name -> rally.match.v1.Rating
+	6,  // 6: rally.match.v1.Ticket.players:type_name -> rally.match.v1.TicketPlayer
 	0,  // 7: rally.match.v1.Ticket.state:type_name -> rally.match.v1.TicketState
-	1,  // 8: rally.match.v1.TicketUpdate.kind:type_name -> rally.match.v1.TicketUpdate.Kind
-	6,  // 9: rally.match.v1.TicketUpdate.ticket:type_name -> rally.match.v1.Ticket
-	8,  // 10: rally.match.v1.TicketUpdate.assignment:type_name -> rally.match.v1.Assignment
-	9,  // 11: rally.match.v1.Assignment.teams:type_name -> rally.match.v1.Team
-	13, // 12: rally.match.v1.ReportResultRequest.results:type_name -> rally.match.v1.TeamResult
-	18, // 13: rally.match.v1.ReportResultResponse.ratings:type_name -> rally.match.v1.ReportResultResponse.RatingsEntry
-	2,  // 14: rally.match.v1.ReportResultResponse.RatingsEntry.value:type_name -> rally.match.v1.Rating
-	4,  // 15: rally.match.v1.MatchService.FindOpponent:input_type -> rally.match.v1.TicketRequest
-	4,  // 16: rally.match.v1.MatchService.CreateTicket:input_type -> rally.match.v1.TicketRequest
-	10, // 17: rally.match.v1.MatchService.CancelTicket:input_type -> rally.match.v1.CancelTicketRequest
-	11, // 18: rally.match.v1.MatchService.WatchTicket:input_type -> rally.match.v1.WatchTicketRequest
-	12, // 19: rally.match.v1.MatchService.ReportResult:input_type -> rally.match.v1.ReportResultRequest
-	7,  // 20: rally.match.v1.MatchService.FindOpponent:output_type -> rally.match.v1.TicketUpdate
-	6,  // 21: rally.match.v1.MatchService.CreateTicket:output_type -> rally.match.v1.Ticket
-	6,  // 22: rally.match.v1.MatchService.CancelTicket:output_type -> rally.match.v1.Ticket
-	7,  // 23: rally.match.v1.MatchService.WatchTicket:output_type -> rally.match.v1.TicketUpdate
-	14, // 24: rally.match.v1.MatchService.ReportResult:output_type -> rally.match.v1.ReportResultResponse
-	20, // [20:25] is the sub-list for method output_type
-	15, // [15:20] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	2,  // 8: rally.match.v1.TicketUpdate.kind:type_name -> rally.match.v1.TicketUpdate.Kind
+	7,  // 9: rally.match.v1.TicketUpdate.ticket:type_name -> rally.match.v1.Ticket
+	9,  // 10: rally.match.v1.TicketUpdate.assignment:type_name -> rally.match.v1.Assignment
+	10, // 11: rally.match.v1.Assignment.teams:type_name -> rally.match.v1.Team
+	14, // 12: rally.match.v1.ReportResultRequest.results:type_name -> rally.match.v1.TeamResult
+	19, // 13: rally.match.v1.ReportResultResponse.ratings:type_name -> rally.match.v1.ReportResultResponse.RatingsEntry
+	1,  // 14: rally.match.v1.ReportResultResponse.state:type_name -> rally.match.v1.ResultState
+	3,  // 15: rally.match.v1.ReportResultResponse.RatingsEntry.value:type_name -> rally.match.v1.Rating
+	5,  // 16: rally.match.v1.MatchService.FindOpponent:input_type -> rally.match.v1.TicketRequest
+	5,  // 17: rally.match.v1.MatchService.CreateTicket:input_type -> rally.match.v1.TicketRequest
+	11, // 18: rally.match.v1.MatchService.CancelTicket:input_type -> rally.match.v1.CancelTicketRequest
+	12, // 19: rally.match.v1.MatchService.WatchTicket:input_type -> rally.match.v1.WatchTicketRequest
+	13, // 20: rally.match.v1.MatchService.ReportResult:input_type -> rally.match.v1.ReportResultRequest
+	8,  // 21: rally.match.v1.MatchService.FindOpponent:output_type -> rally.match.v1.TicketUpdate
+	7,  // 22: rally.match.v1.MatchService.CreateTicket:output_type -> rally.match.v1.Ticket
+	7,  // 23: rally.match.v1.MatchService.CancelTicket:output_type -> rally.match.v1.Ticket
+	8,  // 24: rally.match.v1.MatchService.WatchTicket:output_type -> rally.match.v1.TicketUpdate
+	15, // 25: rally.match.v1.MatchService.ReportResult:output_type -> rally.match.v1.ReportResultResponse
+	21, // [21:26] is the sub-list for method output_type
+	16, // [16:21] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_rally_match_v1_match_proto_init() }
@@ -1093,7 +1177,7 @@ func file_rally_match_v1_match_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rally_match_v1_match_proto_rawDesc), len(file_rally_match_v1_match_proto_rawDesc)),
-			NumEnums:      2,
+			NumEnums:      3,
 			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,

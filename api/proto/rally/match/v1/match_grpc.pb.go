@@ -41,7 +41,11 @@ type MatchServiceClient interface {
 	CancelTicket(ctx context.Context, in *CancelTicketRequest, opts ...grpc.CallOption) (*Ticket, error)
 	// WatchTicket streams the updates of an existing ticket.
 	WatchTicket(ctx context.Context, in *WatchTicketRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[TicketUpdate], error)
-	// ReportResult reports a finished match; ratings are updated.
+	// ReportResult reports a finished match. A game server (or server code)
+	// reports with the match's result token and its report counts at once; a
+	// player reports for their team, and in a queue whose results players
+	// report the match is rated only when every team's report agrees.
+	// Conflicting reports rate nobody.
 	ReportResult(ctx context.Context, in *ReportResultRequest, opts ...grpc.CallOption) (*ReportResultResponse, error)
 }
 
@@ -133,7 +137,11 @@ type MatchServiceServer interface {
 	CancelTicket(context.Context, *CancelTicketRequest) (*Ticket, error)
 	// WatchTicket streams the updates of an existing ticket.
 	WatchTicket(*WatchTicketRequest, grpc.ServerStreamingServer[TicketUpdate]) error
-	// ReportResult reports a finished match; ratings are updated.
+	// ReportResult reports a finished match. A game server (or server code)
+	// reports with the match's result token and its report counts at once; a
+	// player reports for their team, and in a queue whose results players
+	// report the match is rated only when every team's report agrees.
+	// Conflicting reports rate nobody.
 	ReportResult(context.Context, *ReportResultRequest) (*ReportResultResponse, error)
 	mustEmbedUnimplementedMatchServiceServer()
 }
