@@ -190,7 +190,11 @@ type Realtime struct {
 	SendQueue     int           `koanf:"send_queue"`
 	ReconnectHold time.Duration `koanf:"reconnect_hold"`
 	PingInterval  time.Duration `koanf:"ping_interval"`
-	WriteTimeout  time.Duration `koanf:"write_timeout"`
+	// PongTimeout is how long a ping waits for its pong, whatever the
+	// state of the send queue; a socket that misses it is closed, so a
+	// client that stops answering is gone within PingInterval+PongTimeout.
+	PongTimeout  time.Duration `koanf:"pong_timeout"`
+	WriteTimeout time.Duration `koanf:"write_timeout"`
 }
 
 // Rooms sets room defaults.
@@ -316,6 +320,7 @@ var defaults = map[string]any{
 	"realtime.send_queue":              256,
 	"realtime.reconnect_hold":          "20s",
 	"realtime.ping_interval":           "15s",
+	"realtime.pong_timeout":            "10s",
 	"realtime.write_timeout":           "10s",
 
 	"rooms.default_tick_rate": 20,
@@ -619,7 +624,8 @@ func (c *Config) Validate() error {
 	durations := map[string]time.Duration{
 		"realtime.reconnect_hold": c.Realtime.ReconnectHold, "realtime.ping_interval": c.Realtime.PingInterval,
 		"realtime.write_timeout": c.Realtime.WriteTimeout, "rooms.empty_timeout": c.Rooms.EmptyTimeout,
-		"events.max_age": c.Events.MaxAge, "events.retry_backoff": c.Events.RetryBackoff,
+		"realtime.pong_timeout": c.Realtime.PongTimeout,
+		"events.max_age":        c.Events.MaxAge, "events.retry_backoff": c.Events.RetryBackoff,
 	}
 	for _, key := range sortedKeys(durations) {
 		if d := durations[key]; d < 0 {

@@ -79,13 +79,19 @@ func (c *conn) Send(f *room.Frame) bool {
 
 // Kick implements room.Conn: the error is written, then the socket closes.
 // Code unspecified closes without an error (the peer left, or a write
-// failed).
+// failed). A writer blocked on a peer that stopped reading cannot say
+// goodbye: if it has not finished within WriteTimeout, the connection is
+// closed under it.
 func (c *conn) Kick(code rtv1.Error_Code, msg string) {
 	c.kickOnce.Do(func() {
 		if code != rtv1.Error_CODE_UNSPECIFIED {
 			c.kickMsg = envelope.AppendError(nil, 0, code, msg)
 		}
 		close(c.kicked)
+		if d := c.s.limits.WriteTimeout; d > 0 {
+			force := time.AfterFunc(d, func() { _ = c.ws.CloseNow() })
+			go func() { <-c.writerDone; force.Stop() }()
+		}
 	})
 }
 
@@ -451,10 +457,18 @@ func (c *conn) drain() {
 }
 
 // pingLoop keeps idle connections alive through proxies and detects dead
-// peers; a missed pong closes the socket.
+// peers: a pong missed within PongTimeout closes the socket at once. The
+// ping waits behind a writer blocked on a peer that stopped reading, so
+// the close is forced (CloseNow), which also frees that writer: a client
+// that stops answering is gone within PingInterval+PongTimeout whatever
+// its send queue holds.
 func (c *conn) pingLoop(ctx context.Context) {
 	if c.s.limits.PingInterval <= 0 {
 		return
+	}
+	timeout := c.s.limits.PongTimeout
+	if timeout <= 0 {
+		timeout = c.s.limits.PingInterval
 	}
 	t := time.NewTicker(c.s.limits.PingInterval)
 	defer t.Stop()
@@ -465,11 +479,17 @@ func (c *conn) pingLoop(ctx context.Context) {
 		case <-c.kicked:
 			return
 		case <-t.C:
-			pctx, cancel := context.WithTimeout(ctx, c.s.limits.PingInterval)
+			pctx, cancel := context.WithTimeout(ctx, timeout)
 			err := c.ws.Ping(pctx)
 			cancel()
 			if err != nil {
+				select {
+				case <-ctx.Done(): // the connection is ending anyway
+				default:
+					c.s.metrics.rejections.WithLabelValues("pong_timeout").Inc()
+				}
 				c.Kick(rtv1.Error_CODE_UNSPECIFIED, "")
+				_ = c.ws.CloseNow()
 				return
 			}
 		}

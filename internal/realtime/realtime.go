@@ -44,7 +44,9 @@ type Limits struct {
 	Burst         int
 	SendQueue     int
 	PingInterval  time.Duration
-	WriteTimeout  time.Duration
+	// PongTimeout bounds the wait for a pong (PingInterval when zero).
+	PongTimeout  time.Duration
+	WriteTimeout time.Duration
 }
 
 // Server accepts WebSocket connections and owns them until they close.

@@ -256,7 +256,8 @@ func (s *Server) startRealtime(ctx context.Context, mux *http.ServeMux) error {
 	}, auth.BearerFromRequest, realtime.Limits{
 		MaxFrameBytes: s.cfg.Realtime.MaxFrameBytes, MsgsPerSec: s.cfg.Realtime.MaxMsgsPerSec,
 		Burst: s.cfg.Realtime.MsgBurst, SendQueue: s.cfg.Realtime.SendQueue,
-		PingInterval: s.cfg.Realtime.PingInterval, WriteTimeout: s.cfg.Realtime.WriteTimeout,
+		PingInterval: s.cfg.Realtime.PingInterval, PongTimeout: s.cfg.Realtime.PongTimeout,
+		WriteTimeout: s.cfg.Realtime.WriteTimeout,
 	}, s.Registry, s.log)
 	rt.SetCallerContext(func(ctx context.Context, p room.Player) context.Context {
 		return auth.NewContext(ctx, auth.Session{UserID: p.UserID, Username: p.Username, SessionID: p.SessionID})
