@@ -112,7 +112,10 @@ func (s *Service) authenticate(ctx context.Context, kind idKind, id, username st
 			return Grant{}, err
 		}
 	}
-	return s.issue(acc, newID(), created)
+	if b, ok := s.BanOf(acc.UserID); ok {
+		return Grant{}, fail(ErrBanned, banMessage(b))
+	}
+	return s.issue(ctx, acc, newID(), created, "")
 }
 
 // Account returns the account with the given user id, or ErrNotFound.

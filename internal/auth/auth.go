@@ -49,6 +49,10 @@ type Options struct {
 	RefreshTTL time.Duration
 	// Now is the clock; nil means time.Now. Tests inject one to expire tokens.
 	Now func() time.Time
+	// Revocations, when set, make sessions endable (logout, refresh-token
+	// rotation with reuse detection, bans). Without them tokens are good
+	// until they expire.
+	Revocations *Revocations
 }
 
 // Service authenticates players and verifies their session tokens. It is
@@ -72,13 +76,16 @@ type Service struct {
 	createLocks [64]sync.Mutex
 	lockSeed    maphash.Seed
 
+	rev *Revocations
+
 	// optional lists the gRPC methods that may be called without a
 	// session (SessionOptional); written before serving only.
 	optional map[string]bool
 
 	requests   *prometheus.CounterVec
 	rejections *prometheus.CounterVec
-	created    prometheus.Counter
+	created     prometheus.Counter
+	revocations *prometheus.CounterVec
 }
 
 // New returns a Service persisting through st and registering its metrics on
@@ -107,6 +114,7 @@ func New(st store.Store, opts Options, reg prometheus.Registerer, log *slog.Logg
 		refreshTTL: opts.RefreshTTL,
 		now:        opts.Now,
 		log:        log,
+		rev:        opts.Revocations,
 		tracer:     otel.Tracer("rally/auth"),
 		lockSeed:   maphash.MakeSeed(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -115,8 +123,12 @@ func New(st store.Store, opts Options, reg prometheus.Registerer, log *slog.Logg
 		}, []string{"endpoint", "result"}),
 		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rally_auth_token_rejections_total",
-			Help: "Tokens refused, by reason: expired, invalid or wrong_type.",
+			Help: "Tokens refused, by reason: expired, invalid, wrong_type, ended (logout or revoked family), reused (a refresh token used twice) or banned.",
 		}, []string{"reason"}),
+		revocations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rally_auth_revocations_total",
+			Help: "Sessions ended before expiry and bans, by kind: logout, reuse, ban, unban.",
+		}, []string{"kind"}),
 		created: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rally_auth_accounts_created_total",
 			Help: "Player accounts created.",
@@ -132,14 +144,14 @@ func New(st store.Store, opts Options, reg prometheus.Registerer, log *slog.Logg
 	s.keyFunc = func(*jwt.Token) (any, error) { return s.key, nil }
 
 	// Zero-valued series show up on dashboards before the first event.
-	for _, reason := range []string{reasonExpired, reasonInvalid, reasonWrongType} {
+	for _, reason := range []string{reasonExpired, reasonInvalid, reasonWrongType, reasonEnded, reasonReused, reasonBanned} {
 		s.rejections.WithLabelValues(reason)
 	}
-	for _, ep := range []string{endpointDevice, endpointCustom, endpointRefresh} {
+	for _, ep := range []string{endpointDevice, endpointCustom, endpointRefresh, endpointLogout} {
 		s.requests.WithLabelValues(ep, resultOK)
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{s.requests, s.rejections, s.created} {
+		for _, c := range []prometheus.Collector{s.requests, s.rejections, s.created, s.revocations} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

@@ -19,6 +19,7 @@ const (
 	endpointDevice  = "device"
 	endpointCustom  = "custom"
 	endpointRefresh = "refresh"
+	endpointLogout  = "logout"
 
 	resultOK           = "ok"
 	resultCreated      = "created"
@@ -26,6 +27,7 @@ const (
 	resultTooLarge     = "too_large"
 	resultUnauthorized = "unauthorized"
 	resultNotFound     = "not_found"
+	resultForbidden    = "forbidden"
 	resultConflict     = "conflict"
 	resultError        = "error"
 
@@ -37,6 +39,98 @@ func (s *Service) RegisterHTTP(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/auth/device", s.handleID(deviceID))
 	mux.HandleFunc("POST /v1/auth/custom", s.handleID(customID))
 	mux.HandleFunc("POST /v1/auth/refresh", s.handleRefresh)
+	mux.HandleFunc("POST /v1/auth/logout", s.handleLogout)
+}
+
+// handleLogout ends the session of the bearer's session token (and with it
+// its refresh token): 204, on every node.
+func (s *Service) handleLogout(w http.ResponseWriter, r *http.Request) {
+	ctx, span := s.tracer.Start(r.Context(), "auth.logout")
+	defer span.End()
+	tok, ok := bearer(r.Header.Get("Authorization"))
+	if !ok {
+		s.writeError(w, span, endpointLogout, fail(ErrTokenInvalid, "send the session token as Authorization: Bearer <token>"))
+		return
+	}
+	sess, err := s.Verify(tok)
+	if err != nil {
+		s.writeError(w, span, endpointLogout, err)
+		return
+	}
+	span.SetAttributes(attribute.String("player.id", sess.UserID), attribute.String("session.id", sess.SessionID))
+	if err := s.Logout(ctx, sess); err != nil {
+		s.writeError(w, span, endpointLogout, err)
+		return
+	}
+	s.requests.WithLabelValues(endpointLogout, resultOK).Inc()
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// AdminHandler serves the operator's player endpoints, for a mux behind
+// the admin guard:
+//
+//	GET    /admin/players/{id}/ban   the ban in force (404 if none)
+//	PUT    /admin/players/{id}/ban   ban: {"reason": "...", "duration": "72h"} (no duration: until lifted)
+//	DELETE /admin/players/{id}/ban   lift it (404 if none)
+func (s *Service) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /admin/players/{id}/ban", func(w http.ResponseWriter, r *http.Request) {
+		b, ok := s.BanOf(r.PathValue("id"))
+		if !ok {
+			writeJSON(w, http.StatusNotFound, map[string]string{"error": "no ban in force"})
+			return
+		}
+		writeJSON(w, http.StatusOK, banResponse(r.PathValue("id"), b))
+	})
+	mux.HandleFunc("PUT /admin/players/{id}/ban", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Reason   string `json:"reason"`
+			Duration string `json:"duration"`
+		}
+		if err := decodeBody(w, r, &req); err != nil && !errors.Is(err, errEmptyBody) {
+			_, _, msg := classify(err)
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": msg})
+			return
+		}
+		var until time.Time
+		if req.Duration != "" {
+			d, err := time.ParseDuration(req.Duration)
+			if err != nil || d <= 0 {
+				writeJSON(w, http.StatusBadRequest, map[string]string{"error": `duration: a positive duration such as "72h"`})
+				return
+			}
+			until = s.now().Add(d)
+		}
+		b, err := s.Ban(r.Context(), r.PathValue("id"), req.Reason, until)
+		if err != nil {
+			status, _, msg := classify(err)
+			writeJSON(w, status, map[string]string{"error": msg})
+			return
+		}
+		writeJSON(w, http.StatusOK, banResponse(r.PathValue("id"), b))
+	})
+	mux.HandleFunc("DELETE /admin/players/{id}/ban", func(w http.ResponseWriter, r *http.Request) {
+		ok, err := s.Unban(r.Context(), r.PathValue("id"))
+		switch {
+		case err != nil:
+			status, _, msg := classify(err)
+			writeJSON(w, status, map[string]string{"error": msg})
+		case !ok:
+			writeJSON(w, http.StatusNotFound, map[string]string{"error": "no ban in force"})
+		default:
+			w.WriteHeader(http.StatusNoContent)
+		}
+	})
+	return mux
+}
+
+func banResponse(uid string, b Ban) map[string]any {
+	out := map[string]any{"user_id": uid, "reason": b.Reason, "at": b.At.Format(time.RFC3339Nano)}
+	if !b.Until.IsZero() {
+		out["until"] = b.Until.Format(time.RFC3339Nano)
+	}
+	return out
 }
 
 // BearerFromRequest returns the token of an "Authorization: Bearer" header,
@@ -127,6 +221,9 @@ func (s *Service) handleRefresh(w http.ResponseWriter, r *http.Request) {
 	s.writeGrant(w, span, endpointRefresh, g)
 }
 
+// errEmptyBody is decodeBody's answer to a request without a body.
+var errEmptyBody = fail(ErrInvalidInput, "request body must be a JSON object")
+
 // decodeBody reads one JSON object of at most maxBody bytes into v.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
@@ -142,7 +239,7 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 	case errors.As(err, &tooLarge):
 		return err
 	case errors.Is(err, io.EOF):
-		return fail(ErrInvalidInput, "request body must be a JSON object")
+		return errEmptyBody
 	case errors.As(err, &typeErr) && typeErr.Field != "":
 		return fail(ErrInvalidInput, fmt.Sprintf("field %q must be a %s", typeErr.Field, jsonType(typeErr.Type.Kind().String())))
 	default:
@@ -208,6 +305,8 @@ func classify(err error) (status int, result, msg string) {
 		return http.StatusConflict, resultConflict, ce.msg
 	case errors.Is(ce.kind, ErrTokenExpired), errors.Is(ce.kind, ErrTokenInvalid):
 		return http.StatusUnauthorized, resultUnauthorized, ce.msg
+	case errors.Is(ce.kind, ErrBanned):
+		return http.StatusForbidden, resultForbidden, ce.msg
 	}
 	return http.StatusInternalServerError, resultError, "internal error"
 }

@@ -24,7 +24,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rally_realtime_rejections_total",
-			Help: "Connections refused or cut off, by reason (unauthenticated, too_large, rate_limited, malformed, slow_consumer, replaced, too_many_calls, pong_timeout).",
+			Help: "Connections refused or cut off, by reason (unauthenticated, too_large, rate_limited, malformed, slow_consumer, replaced, too_many_calls, pong_timeout, session_ended).",
 		}, []string{"reason"}),
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rally_realtime_calls_total",

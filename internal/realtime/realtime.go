@@ -137,6 +137,20 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.rooms.Disconnected(player, c)
 }
 
+// End closes a player's socket because a session ended (logout, a reused
+// refresh token, a ban): the socket of that session, or with sessionID
+// empty whichever the player has. The player is told why.
+func (s *Server) End(userID, sessionID, reason string) {
+	s.mu.Lock()
+	c := s.conns[userID]
+	s.mu.Unlock()
+	if c == nil || (sessionID != "" && c.player.SessionID != sessionID) {
+		return
+	}
+	s.metrics.rejections.WithLabelValues("session_ended").Inc()
+	c.Kick(rtv1.Error_CODE_UNAUTHENTICATED, reason)
+}
+
 // register makes c the player's one connection; an older one is replaced.
 func (s *Server) register(c *conn) bool {
 	s.mu.Lock()

@@ -221,12 +221,21 @@ func (s *Server) startRealtime(ctx context.Context, mux *http.ServeMux) error {
 		return err
 	}
 	s.signingKey = key
+	revocations, err := auth.OpenRevocations(ctx, s.bus.JetStream(), auth.RevocationOptions{
+		RefreshTTL: s.cfg.Auth.RefreshTTL, Log: s.log,
+	})
+	if err != nil {
+		return err
+	}
+	s.onStop("auth-revocations", revocations.Close)
 	if s.auth, err = auth.New(s.store, auth.Options{
 		Key: key, SessionTTL: s.cfg.Auth.SessionTTL, RefreshTTL: s.cfg.Auth.RefreshTTL,
+		Revocations: revocations,
 	}, s.Registry, s.log); err != nil {
 		return err
 	}
 	s.auth.RegisterHTTP(mux)
+	mux.Handle("/admin/players/", s.admin(s.auth.AdminHandler()))
 
 	events := roomevents.New(s.bus.JetStream(), roomevents.Options{
 		Stream: s.cfg.Events.Stream, DeadLetter: s.cfg.Events.DeadLetter, MaxAge: s.cfg.Events.MaxAge,
@@ -264,6 +273,8 @@ func (s *Server) startRealtime(ctx context.Context, mux *http.ServeMux) error {
 	})
 	mux.Handle("GET /ws", rt)
 	s.realtime = rt
+	// A session ended on any node closes its socket here.
+	revocations.OnEnd(func(e auth.End) { rt.End(e.UserID, e.SessionID, e.Reason) })
 	s.onStop("realtime", rt.Close)
 	return nil
 }

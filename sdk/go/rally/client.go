@@ -327,7 +327,10 @@ func (c *Client) disconnected(gen int) {
 	}
 	closed := c.closed
 	c.mu.Unlock()
-	if closed || c.opts.DisableReconnect {
+	// A session the server ended (logout elsewhere, a ban) cannot come
+	// back: retrying would only be refused again.
+	ended := c.LastError().GetCode() == rtv1.Error_CODE_UNAUTHENTICATED
+	if closed || ended || c.opts.DisableReconnect {
 		c.mu.Lock()
 		if !c.closed {
 			c.closed = true
