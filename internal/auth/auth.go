@@ -82,8 +82,8 @@ type Service struct {
 	// session (SessionOptional); written before serving only.
 	optional map[string]bool
 
-	requests   *prometheus.CounterVec
-	rejections *prometheus.CounterVec
+	requests    *prometheus.CounterVec
+	rejections  *prometheus.CounterVec
 	created     prometheus.Counter
 	revocations *prometheus.CounterVec
 }
