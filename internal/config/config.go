@@ -218,6 +218,9 @@ type Events struct {
 	MaxAge       time.Duration `koanf:"max_age"`
 	Retries      int           `koanf:"retries"`
 	RetryBackoff time.Duration `koanf:"retry_backoff"`
+	// QueueSize bounds the events waiting to be published; a room never
+	// waits for room in it: overflow goes to the dead-letter stream.
+	QueueSize int `koanf:"queue_size"`
 }
 
 // Log selects the log encoding and level.
@@ -335,6 +338,7 @@ var defaults = map[string]any{
 	"events.max_age":            "168h",
 	"events.retries":            5,
 	"events.retry_backoff":      "50ms",
+	"events.queue_size":         8192,
 
 	"match.rules":                    "",
 	"match.store":                    "memory",
@@ -602,7 +606,7 @@ func (c *Config) Validate() error {
 		"realtime.max_frame_bytes": c.Realtime.MaxFrameBytes, "realtime.max_messages_per_second": c.Realtime.MaxMsgsPerSec,
 		"realtime.message_burst": c.Realtime.MsgBurst, "realtime.send_queue": c.Realtime.SendQueue,
 		"rooms.max_players": c.Rooms.MaxPlayers, "rooms.input_queue": c.Rooms.InputQueue,
-		"events.retries": c.Events.Retries,
+		"events.retries": c.Events.Retries, "events.queue_size": c.Events.QueueSize,
 	}
 	for _, key := range sortedKeys(positive) {
 		if positive[key] <= 0 {

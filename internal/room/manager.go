@@ -606,7 +606,7 @@ func (m *Manager) closeRoom(r *Room, reason string) {
 		r.emptyAt.Stop()
 	}
 	b, _ := envelope.Marshal(nil, &rtv1.Envelope{Message: &rtv1.Envelope_RoomClosed{RoomClosed: &rtv1.RoomClosed{RoomId: r.id, Reason: reason}}}, false)
-	r.pushLocked(b, nil)
+	r.pushLocked(b, nil, "room_closed")
 	seated := make([]string, 0, len(r.seats))
 	for uid, s := range r.seats {
 		seated = append(seated, uid)
@@ -663,7 +663,10 @@ func (m *Manager) Close(ctx context.Context) error {
 	return nil
 }
 
-func (m *Manager) slowConsumer(c Conn) {
-	m.metrics.slowConsumers.Inc()
-	c.Kick(rtv1.Error_CODE_RATE_LIMITED, "too slow: send queue full")
+// slowConsumer disconnects a player whose send queue could not take what
+// must not be lost (kind names it); the player is told why. Room code calls
+// it under the room's lock: Conn.Kick never blocks.
+func (m *Manager) slowConsumer(c Conn, kind string) {
+	m.metrics.slowConsumers.WithLabelValues(kind).Inc()
+	c.Kick(rtv1.Error_CODE_RATE_LIMITED, "too slow: send queue full ("+kind+" undelivered)")
 }

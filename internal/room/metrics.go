@@ -14,7 +14,8 @@ type metrics struct {
 	inputsDropped *prometheus.CounterVec
 	relayed       prometheus.Counter
 	frames        prometheus.Counter
-	slowConsumers prometheus.Counter
+	slowConsumers *prometheus.CounterVec
+	stateDropped  prometheus.Counter
 	tickSeconds   prometheus.Histogram
 	tickOverruns  prometheus.Counter
 	logicPanics   prometheus.Counter
@@ -43,8 +44,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		frames: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rally_room_state_frames_total", Help: "State frames queued to players of authoritative rooms.",
 		}),
-		slowConsumers: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "rally_room_slow_consumers_total", Help: "Players disconnected because their send queue was full.",
+		slowConsumers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rally_room_slow_consumers_total",
+			Help: "Players disconnected because their send queue was full, by what could not be delivered: data, presence, message, room_closed, state_backlog.",
+		}, []string{"kind"}),
+		stateDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rally_room_state_frames_dropped_total",
+			Help: "State frames not queued because a player's send queue was full; the next frame carries the changes since the player's last acknowledged tick.",
 		}),
 		tickSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "rally_room_tick_seconds", Help: "Duration of one authoritative tick: inputs, logic, state frames.",
@@ -59,7 +65,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.rooms, m.players, m.joins, m.held, m.inputsDropped, m.relayed, m.frames,
-			m.slowConsumers, m.tickSeconds, m.tickOverruns, m.logicPanics)
+			m.slowConsumers, m.stateDropped, m.tickSeconds, m.tickOverruns, m.logicPanics)
 	}
 	return m
 }

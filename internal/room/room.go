@@ -22,7 +22,8 @@ type Conn interface {
 	// It never blocks; false means the connection's queue is full (or it is
 	// closed) and the frame was not taken.
 	Send(f *Frame) bool
-	// Kick sends an error and closes the connection.
+	// Kick sends an error and closes the connection. It never blocks and
+	// takes no lock a room holds, so rooms call it under their own lock.
 	Kick(code rtv1.Error_Code, msg string)
 }
 
@@ -113,7 +114,6 @@ func (r *Room) Relay(from string, op uint32, payload []byte, to [][]byte) error 
 	}
 	f := NewFrame()
 	f.B = envelope.AppendData(f.B, r.id, sender.player.UserID, op, payload)
-	var slow []Conn // kicked after the lock is released, as read under it
 	for uid, s := range r.seats {
 		if s == sender || s.conn == nil || (len(to) > 0 && !listed(to, uid)) {
 			continue
@@ -121,15 +121,12 @@ func (r *Room) Relay(from string, op uint32, payload []byte, to [][]byte) error 
 		f.Retain()
 		if !s.conn.Send(f) {
 			f.Release()
-			slow = append(slow, s.conn)
+			r.m.slowConsumer(s.conn, "data")
 		}
 	}
 	r.mu.RUnlock()
 	f.Release()
 	r.m.metrics.relayed.Inc()
-	for _, c := range slow {
-		r.m.slowConsumer(c)
-	}
 	return nil
 }
 
@@ -274,7 +271,11 @@ func (r *Room) tick(tick uint32) {
 		r.m.log.Error("state commit", "room.id", r.id, "err", err)
 		return
 	}
-	var slow []*seat
+	// A state frame that a full queue refuses is dropped: the next one is
+	// built from the player's last acknowledged tick, so it carries these
+	// changes too (a snapshot if that tick is too old). The logic's
+	// messages in it are kept for the next frame, up to maxPendingBytes.
+	sent := 0
 	for _, s := range r.seats {
 		if s.conn == nil {
 			continue
@@ -285,17 +286,23 @@ func (r *Room) tick(tick uint32) {
 		f.B = envelope.StateFrameHeader(f.B, r.id, tick, used, len(r.scratch), len(s.pending))
 		f.B = append(f.B, r.scratch...)
 		f.B = append(f.B, s.pending...)
-		s.pending = s.pending[:0]
 		if !s.conn.Send(f) {
 			f.Release()
-			slow = append(slow, s)
+			r.m.metrics.stateDropped.Inc()
+			if len(s.pending) > maxPendingBytes {
+				r.m.slowConsumer(s.conn, "state_backlog")
+			}
+			continue
 		}
+		s.pending = s.pending[:0]
+		sent++
 	}
-	r.m.metrics.frames.Add(float64(len(r.seats) - len(slow)))
-	for _, s := range slow {
-		go r.m.slowConsumer(s.conn) // Kick takes the connection's lock; not under ours
-	}
+	r.m.metrics.frames.Add(float64(sent))
 }
+
+// maxPendingBytes bounds the logic messages kept for a player whose state
+// frames are being dropped; past it the player is disconnected.
+const maxPendingBytes = 64 << 10
 
 // flushMessagesLocked sends pending logic messages of a room without state
 // as a frame with no data.
@@ -310,12 +317,15 @@ func (r *Room) flushMessagesLocked() {
 		s.pending = s.pending[:0]
 		if !s.conn.Send(f) {
 			f.Release()
+			r.m.slowConsumer(s.conn, "message")
 		}
 	}
 }
 
-// pushLocked sends an encoded envelope to every connected seat but skip.
-func (r *Room) pushLocked(b []byte, skip *seat) {
+// pushLocked sends an encoded envelope to every connected seat but skip; a
+// player whose queue cannot take it is disconnected (kind says what was
+// lost), never left out silently.
+func (r *Room) pushLocked(b []byte, skip *seat, kind string) {
 	for _, s := range r.seats {
 		if s == skip || s.conn == nil {
 			continue
@@ -324,6 +334,7 @@ func (r *Room) pushLocked(b []byte, skip *seat) {
 		f.B = append(f.B, b...)
 		if !s.conn.Send(f) {
 			f.Release()
+			r.m.slowConsumer(s.conn, kind)
 		}
 	}
 }
@@ -336,7 +347,7 @@ func (r *Room) presenceLocked(skip *seat, build func(*rtv1.Presence)) {
 	if err != nil {
 		return
 	}
-	r.pushLocked(b, skip)
+	r.pushLocked(b, skip, "presence")
 }
 
 // event publishes a room event; the stream is best effort from the room's
@@ -353,7 +364,10 @@ func (r *Room) eventLocked(typ roomevents.Type, p *Player, reason string, data [
 	if len(data) > 0 {
 		ev.Data = data
 	}
-	if err := r.m.events.Publish(ev); err != nil {
+	// One non-blocking hand-over: encoding and NATS happen on the
+	// publisher's workers, and a full queue dead-letters the event (counted
+	// there) instead of waiting.
+	if err := r.m.events.Publish(ev); err != nil && !errors.Is(err, roomevents.ErrQueueFull) {
 		r.m.log.Warn("room event not queued", "room.id", r.id, "type", typ, "err", err)
 	}
 }

@@ -1,12 +1,14 @@
 package roomevents
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -35,9 +37,9 @@ type Options struct {
 	// Workers is the number of publishing workers; a room always maps to the
 	// same one, which keeps its order (default 4).
 	Workers int
-	// FullWait is how long Publish waits for room in a full queue before it
-	// gives up with ErrQueueFull (default 100ms).
-	FullWait time.Duration
+	// OverflowSize bounds the events waiting for the dead-letter stream
+	// because the queue was full (default QueueSize/4, at least 64).
+	OverflowSize int
 }
 
 // Defaults.
@@ -46,7 +48,6 @@ const (
 	DefaultDeadLetter   = "RALLY_ROOM_EVENTS_DLQ"
 	DefaultQueueSize    = 8192
 	DefaultWorkers      = 4
-	DefaultFullWait     = 100 * time.Millisecond
 	DefaultRetryBackoff = 50 * time.Millisecond
 
 	// duplicateWindow is how long JetStream remembers message ids, so a
@@ -70,8 +71,9 @@ const (
 
 // Errors returned by Publish.
 var (
-	// ErrQueueFull: the queue stayed full for Options.FullWait; the event
-	// was not accepted.
+	// ErrQueueFull: the queue was full; the event went to the dead-letter
+	// stream instead (or, if that path was full too, was counted as lost).
+	// It is not to be published again.
 	ErrQueueFull = errors.New("roomevents: publish queue full")
 	// ErrNotStarted: Publish before Start.
 	ErrNotStarted = errors.New("roomevents: publisher not started")
@@ -81,13 +83,15 @@ var (
 
 // Publisher publishes room events to JetStream in the background.
 //
-// Overflow policy: Publish never blocks a room's loop for longer than
-// Options.FullWait. It enqueues into a bounded queue; when the queue is full
-// it waits up to FullWait for room and otherwise drops the event, returns
-// ErrQueueFull and counts it in rally_roomevents_queue_full_total. The caller
-// decides whether the event matters enough to try again later. QueueSize is
-// split evenly over the workers, so one busy worker can refuse events before
-// the total is reached.
+// Overflow policy: Publish never waits, so a room never waits on NATS. It
+// hands the event (not yet encoded: encoding happens on the workers) to a
+// bounded queue with one non-blocking send. When the queue is full the event
+// goes to the dead-letter path instead, with the reason "publish queue
+// full": it is counted in rally_roomevents_queue_full_total and Publish
+// returns ErrQueueFull. Only when that path is full too is the event counted
+// in rally_roomevents_lost_total and logged. PublishWait is for callers that
+// would rather wait than overflow. QueueSize is split evenly over the
+// workers, so one busy worker can overflow before the total is reached.
 //
 // Delivery: each event is published with a message id (room, seq, type), so
 // retries and restarts within the stream's two-minute duplicate window store
@@ -110,13 +114,18 @@ type Publisher struct {
 	started bool
 	closed  bool
 	shards  []chan item
+	// overflow feeds the dead-letter path with events a full queue did
+	// not take.
+	overflow chan item
+	lostLog  atomic.Int64 // unix nanos of the last "lost on overflow" log
 
 	cancel context.CancelFunc // aborts the workers when Close runs out of time
 	done   chan struct{}      // closed when every worker has returned
 }
 
-// item is an accepted event, already encoded.
+// item is an accepted event; the worker encodes it (subject, msgID, data).
 type item struct {
+	ev      Event
 	subject string
 	msgID   string
 	roomID  string
@@ -146,8 +155,8 @@ func New(js jetstream.JetStream, opts Options, reg prometheus.Registerer, log *s
 	if opts.Workers <= 0 {
 		opts.Workers = DefaultWorkers
 	}
-	if opts.FullWait <= 0 {
-		opts.FullWait = DefaultFullWait
+	if opts.OverflowSize <= 0 {
+		opts.OverflowSize = max(opts.QueueSize/4, 64)
 	}
 	if log == nil {
 		log = slog.Default()
@@ -156,8 +165,9 @@ func New(js jetstream.JetStream, opts Options, reg prometheus.Registerer, log *s
 		js:     js,
 		opts:   opts,
 		log:    log.With("component", "roomevents"),
-		shards: make([]chan item, opts.Workers),
-		done:   make(chan struct{}),
+		shards:   make([]chan item, opts.Workers),
+		overflow: make(chan item, opts.OverflowSize),
+		done:     make(chan struct{}),
 	}
 	perShard := (opts.QueueSize + opts.Workers - 1) / opts.Workers
 	for i := range p.shards {
@@ -211,6 +221,7 @@ func (p *Publisher) Start(ctx context.Context) error {
 	for _, ch := range p.shards {
 		wg.Go(func() { p.work(wctx, ch) })
 	}
+	wg.Go(func() { p.overflowWork(wctx) })
 	go func() {
 		wg.Wait()
 		close(p.done)
@@ -231,6 +242,17 @@ func (p *Publisher) stateLocked() error {
 	}
 	if p.started {
 		return errors.New("roomevents: already started")
+	}
+	return nil
+}
+
+// openLocked reports why events cannot be queued now, if they cannot.
+func (p *Publisher) openLocked() error {
+	switch {
+	case p.closed:
+		return ErrClosed
+	case !p.started:
+		return ErrNotStarted
 	}
 	return nil
 }
@@ -270,52 +292,118 @@ func (p *Publisher) ensureStream(ctx context.Context, want jetstream.StreamConfi
 // at once unless the queue is full, and then within Options.FullWait (see the
 // overflow policy on Publisher). A zero At is set to now.
 func (p *Publisher) Publish(ev Event) error {
-	if err := ev.validate(); err != nil {
+	it, err := p.accept(ev)
+	if err != nil {
 		return err
+	}
+	// The read lock keeps Close from closing the queues under a send; it
+	// is never held across a wait.
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if err := p.openLocked(); err != nil {
+		return err
+	}
+	select {
+	case p.shards[shardOf(ev.RoomID, len(p.shards))] <- it:
+		return nil
+	default:
+	}
+	p.m.queueFull.Inc()
+	select {
+	case p.overflow <- it:
+	default:
+		p.m.lost.Inc()
+		// One line a second at most: an overflow storm must not become a
+		// logging storm.
+		now := time.Now().UnixNano()
+		if last := p.lostLog.Load(); now-last > int64(time.Second) && p.lostLog.CompareAndSwap(last, now) {
+			p.log.Error("room events lost: the queue and the dead-letter path are both full",
+				"room.id", ev.RoomID, "type", ev.Type, "queue_size", p.opts.QueueSize)
+		}
+	}
+	return fmt.Errorf("%w: %s event of room %s sent to the dead-letter stream", ErrQueueFull, ev.Type, ev.RoomID)
+}
+
+// PublishWait is Publish for callers that would rather wait for room in
+// the queue than overflow: it blocks until the event is queued or ctx ends.
+// Rooms never call it.
+func (p *Publisher) PublishWait(ctx context.Context, ev Event) error {
+	it, err := p.accept(ev)
+	if err != nil {
+		return err
+	}
+	ch := p.shards[shardOf(ev.RoomID, len(p.shards))]
+	for {
+		p.mu.RLock()
+		if err := p.openLocked(); err != nil {
+			p.mu.RUnlock()
+			return err
+		}
+		select {
+		case ch <- it:
+			p.mu.RUnlock()
+			return nil
+		default:
+		}
+		p.mu.RUnlock()
+		// Close may need the write lock: wait outside the read lock.
+		t := time.NewTimer(time.Millisecond)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+	}
+}
+
+// accept validates ev and makes it an item; the encoding is left to the
+// worker. Data is copied: the caller may reuse it.
+func (p *Publisher) accept(ev Event) (item, error) {
+	if err := ev.validate(); err != nil {
+		return item{}, err
 	}
 	if ev.At.IsZero() {
 		ev.At = time.Now()
 	}
 	ev.At = ev.At.UTC()
-	data, err := json.Marshal(&ev)
+	if len(ev.Data) > 0 {
+		ev.Data = bytes.Clone(ev.Data)
+	}
+	return item{ev: ev, roomID: ev.RoomID, typ: ev.Type, enq: time.Now()}, nil
+}
+
+// encode fills the item's subject, message id and JSON on a worker.
+func (it *item) encode() error {
+	if it.data != nil {
+		return nil
+	}
+	data, err := json.Marshal(&it.ev)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalidEvent, err)
 	}
-	it := item{
-		subject: ev.Subject(),
-		msgID:   ev.msgID(),
-		roomID:  ev.RoomID,
-		typ:     ev.Type,
-		data:    data,
-		enq:     time.Now(),
-	}
+	it.subject, it.msgID, it.data = it.ev.Subject(), it.ev.msgID(), data
+	it.ev.Data = nil
+	return nil
+}
 
-	// The read lock keeps Close from closing the queues under a send; Close
-	// waits at most FullWait for it.
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	if p.closed {
-		return ErrClosed
-	}
-	if !p.started {
-		return ErrNotStarted
-	}
-	ch := p.shards[shardOf(ev.RoomID, len(p.shards))]
-	select {
-	case ch <- it:
-		return nil
-	default:
-	}
-	t := time.NewTimer(p.opts.FullWait)
-	defer t.Stop()
-	select {
-	case ch <- it:
-		return nil
-	case <-t.C:
-		p.m.queueFull.Inc()
-		return fmt.Errorf("%w: %s event of room %s dropped after %s", ErrQueueFull, it.typ, it.roomID, p.opts.FullWait)
+// overflowWork dead-letters the events a full queue did not take.
+func (p *Publisher) overflowWork(ctx context.Context) {
+	for it := range p.overflow {
+		if ctx.Err() != nil {
+			p.abandon([]item{it})
+			continue
+		}
+		if err := it.encode(); err != nil {
+			p.m.lost.Inc()
+			p.log.Error("room event lost: cannot encode", "room.id", it.roomID, "err", err)
+			continue
+		}
+		p.deadLetter(ctx, &it, errOverflow)
 	}
 }
+
+var errOverflow = errors.New("publish queue full")
 
 // PublishCustom publishes a game-defined event named name. data must be
 // valid JSON (or empty); it is copied before PublishCustom returns.
@@ -337,6 +425,7 @@ func (p *Publisher) Close(ctx context.Context) error {
 	for _, ch := range p.shards {
 		close(ch)
 	}
+	close(p.overflow)
 	p.mu.Unlock()
 	if !started {
 		return nil
@@ -404,9 +493,25 @@ func (p *Publisher) work(ctx context.Context, ch <-chan item) {
 				break fill
 			}
 		}
+		batch = p.encodeBatch(batch)
 		p.flush(ctx, batch)
 		clear(batch) // drop references to the encoded events
 	}
+}
+
+// encodeBatch encodes a batch's events, dropping (as lost, logged) any that
+// cannot be encoded.
+func (p *Publisher) encodeBatch(batch []item) []item {
+	kept := batch[:0]
+	for _, it := range batch {
+		if err := it.encode(); err != nil {
+			p.m.lost.Inc()
+			p.log.Error("room event lost: cannot encode", "room.id", it.roomID, "err", err)
+			continue
+		}
+		kept = append(kept, it)
+	}
+	return kept
 }
 
 func roomInBatch(batch []item, roomID string) bool {
@@ -422,6 +527,9 @@ func roomInBatch(batch []item, roomID string) bool {
 // synchronously; several go asynchronously, and those that fail are retried
 // one by one before the next batch starts, which keeps each room in order.
 func (p *Publisher) flush(ctx context.Context, batch []item) {
+	if len(batch) == 0 {
+		return
+	}
 	if ctx.Err() != nil {
 		p.abandon(batch)
 		return

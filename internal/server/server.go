@@ -240,6 +240,7 @@ func (s *Server) startRealtime(ctx context.Context, mux *http.ServeMux) error {
 	events := roomevents.New(s.bus.JetStream(), roomevents.Options{
 		Stream: s.cfg.Events.Stream, DeadLetter: s.cfg.Events.DeadLetter, MaxAge: s.cfg.Events.MaxAge,
 		Retries: s.cfg.Events.Retries, RetryBackoff: s.cfg.Events.RetryBackoff,
+		QueueSize: s.cfg.Events.QueueSize,
 	}, s.Registry, s.log)
 	if err := events.Start(ctx); err != nil {
 		return err
