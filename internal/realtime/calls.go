@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	rtv1 "github.com/rallyhq/rally/api/proto/rally/realtime/v1"
+	"github.com/rallyhq/rally/internal/reqlimit"
 	"github.com/rallyhq/rally/internal/room"
 )
 
@@ -252,7 +253,7 @@ func unpack(req *anypb.Any, v any) error {
 	if err := req.UnmarshalTo(msg); err != nil {
 		return status.Errorf(codes.InvalidArgument, "request is not a %s: %v", msg.ProtoReflect().Descriptor().FullName(), err)
 	}
-	return nil
+	return reqlimit.Check(msg) // the same limits as on gRPC
 }
 
 // socketStream is the grpc.ServerStream of a server-streaming Call: the one

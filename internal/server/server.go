@@ -40,6 +40,7 @@ import (
 	"github.com/rallyhq/rally/internal/match"
 	"github.com/rallyhq/rally/internal/node"
 	"github.com/rallyhq/rally/internal/realtime"
+	"github.com/rallyhq/rally/internal/reqlimit"
 	"github.com/rallyhq/rally/internal/room"
 	"github.com/rallyhq/rally/internal/roomevents"
 	"github.com/rallyhq/rally/internal/store"
@@ -451,8 +452,8 @@ func (s *Server) startHTTP(mux *http.ServeMux) {
 
 func (s *Server) startGRPC() {
 	srv := grpc.NewServer(
-		grpc.ChainUnaryInterceptor(s.auth.UnaryServerInterceptor()),
-		grpc.ChainStreamInterceptor(s.auth.StreamServerInterceptor()),
+		grpc.ChainUnaryInterceptor(s.auth.UnaryServerInterceptor(), reqlimit.UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(s.auth.StreamServerInterceptor(), reqlimit.StreamServerInterceptor()),
 		grpc.StatsHandler(otelgrpc.NewServerHandler(
 			otelgrpc.WithTracerProvider(s.tracing.Provider),
 			otelgrpc.WithPropagators(telemetry.Propagator()))),

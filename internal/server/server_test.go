@@ -67,7 +67,7 @@ func startReceiver(t *testing.T) (*receiver, string) {
 	return rec, ln.Addr().String()
 }
 
-func testConfig(t *testing.T) config.Config {
+func testConfig(t testing.TB) config.Config {
 	cfg := config.Default()
 	cfg.DataDir = t.TempDir()
 	cfg.HTTP.Addr, cfg.GRPC.Addr, cfg.NATS.Addr = "127.0.0.1:0", "127.0.0.1:0", "off"
@@ -75,7 +75,7 @@ func testConfig(t *testing.T) config.Config {
 }
 
 // startServer starts a server; register adds game logic before it starts.
-func startServer(t *testing.T, cfg config.Config, register ...func(*room.Registry)) *Server {
+func startServer(t testing.TB, cfg config.Config, register ...func(*room.Registry)) *Server {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
@@ -93,7 +93,7 @@ func startServer(t *testing.T, cfg config.Config, register ...func(*room.Registr
 	return s
 }
 
-func shutdown(t *testing.T, s *Server) {
+func shutdown(t testing.TB, s *Server) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
