@@ -162,9 +162,9 @@ func New(js jetstream.JetStream, opts Options, reg prometheus.Registerer, log *s
 		log = slog.Default()
 	}
 	p := &Publisher{
-		js:     js,
-		opts:   opts,
-		log:    log.With("component", "roomevents"),
+		js:       js,
+		opts:     opts,
+		log:      log.With("component", "roomevents"),
 		shards:   make([]chan item, opts.Workers),
 		overflow: make(chan item, opts.OverflowSize),
 		done:     make(chan struct{}),
